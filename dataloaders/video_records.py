@@ -1,0 +1,140 @@
+"""The video record format shared by every task: Model Garden video TFRecords.
+
+One `tf.train.SequenceExample` per video (SPEC section 3):
+  context   `clip/label/index`  int64 list (may be empty for unlabelled videos)
+            `clip/label/text`   bytes, optional
+            `clip/id`           bytes, optional (video id, used in error messages)
+  features  `image/encoded`     one JPEG per frame
+            `region/bbox/{ymin,xmin,ymax,xmax}`  optional, one float list per
+            frame (normalized coordinates; the lists of a frame may be empty)
+
+This module only writes and reads records in numpy; the tf.data parsers live in
+the parser modules.
+"""
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE_KEY = 'image/encoded'
+LABEL_KEY = 'clip/label/index'
+LABEL_TEXT_KEY = 'clip/label/text'
+VIDEO_ID_KEY = 'clip/id'
+BOX_KEYS = ('region/bbox/ymin', 'region/bbox/xmin', 'region/bbox/ymax',
+            'region/bbox/xmax')
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
+  """Encodes one HxWx3 uint8 frame as JPEG bytes."""
+  if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+    raise ValueError(
+        f'expected an HxWx3 uint8 frame, got {frame.dtype} {frame.shape}')
+  return tf.io.encode_jpeg(frame, quality=quality).numpy()
+
+
+def make_sequence_example(
+    frames: Optional[np.ndarray] = None,
+    *,
+    encoded_frames: Optional[Sequence[bytes]] = None,
+    label: Optional[Sequence[int]] = None,
+    label_text: Optional[str] = None,
+    video_id: Optional[str] = None,
+    boxes: Optional[Sequence[np.ndarray]] = None,
+    jpeg_quality: int = 90) -> tf.train.SequenceExample:
+  """Builds one video record.
+
+  Args:
+    frames: [T, H, W, 3] uint8 frames, JPEG-encoded here; or
+    encoded_frames: already encoded frames (exactly one of the two).
+    label: class indices of the video (int or list), omitted when None.
+    label_text: optional class name.
+    video_id: optional video id.
+    boxes: optional per-frame boxes, a list of T arrays of shape [n_t, 4] in
+      normalized [ymin, xmin, ymax, xmax].
+    jpeg_quality: JPEG quality for `frames`.
+
+  Returns:
+    A `tf.train.SequenceExample`.
+  """
+  if (frames is None) == (encoded_frames is None):
+    raise ValueError('give exactly one of `frames` and `encoded_frames`')
+  if encoded_frames is None:
+    encoded_frames = [encode_jpeg(f, jpeg_quality) for f in frames]
+  seq = tf.train.SequenceExample()
+  ctx = seq.context.feature
+  if label is not None:
+    labels = [int(label)] if np.isscalar(label) else [int(l) for l in label]
+    ctx[LABEL_KEY].int64_list.value[:] = labels
+  if label_text is not None:
+    ctx[LABEL_TEXT_KEY].bytes_list.value[:] = [label_text.encode('utf-8')]
+  if video_id is not None:
+    ctx[VIDEO_ID_KEY].bytes_list.value[:] = [video_id.encode('utf-8')]
+  image_list = seq.feature_lists.feature_list[IMAGE_KEY]
+  for data in encoded_frames:
+    image_list.feature.add().bytes_list.value[:] = [data]
+  if boxes is not None:
+    if len(boxes) != len(encoded_frames):
+      raise ValueError(f'{len(boxes)} box lists for '
+                       f'{len(encoded_frames)} frames')
+    for k, key in enumerate(BOX_KEYS):
+      fl = seq.feature_lists.feature_list[key]
+      for frame_boxes in boxes:
+        frame_boxes = np.asarray(frame_boxes, np.float32).reshape(-1, 4)
+        fl.feature.add().float_list.value[:] = frame_boxes[:, k].tolist()
+  return seq
+
+
+def write_records(path: str, examples: Iterable[tf.train.SequenceExample]
+                  ) -> int:
+  """Writes examples to one TFRecord file; returns how many were written."""
+  n = 0
+  with tf.io.TFRecordWriter(path) as writer:
+    for ex in examples:
+      writer.write(ex.SerializeToString())
+      n += 1
+  return n
+
+
+def read_sequence_example(serialized: bytes) -> Dict[str, object]:
+  """Reads one record back into numpy (for tests and inspection tools).
+
+  Returns:
+    dict with `frames` (list of encoded JPEG bytes), `label` (list of int),
+    `label_text` (str or None), `video_id` (str or None) and `boxes` (list of
+    [n_t, 4] float32 arrays, or None when the record has no boxes).
+  """
+  seq = tf.train.SequenceExample.FromString(serialized)
+  ctx = seq.context.feature
+  fls = seq.feature_lists.feature_list
+  frames = [f.bytes_list.value[0] for f in fls[IMAGE_KEY].feature]
+  boxes = None
+  if BOX_KEYS[0] in fls:
+    cols = [[np.asarray(f.float_list.value, np.float32)
+             for f in fls[key].feature] for key in BOX_KEYS]
+    boxes = [np.stack([c[t] for c in cols], axis=-1).reshape(-1, 4)
+             for t in range(len(cols[0]))]
+
+  def _text(key):
+    if key in ctx and ctx[key].bytes_list.value:
+      return ctx[key].bytes_list.value[0].decode('utf-8')
+    return None
+
+  return {
+      'frames': frames,
+      'label': list(ctx[LABEL_KEY].int64_list.value) if LABEL_KEY in ctx
+               else [],
+      'label_text': _text(LABEL_TEXT_KEY),
+      'video_id': _text(VIDEO_ID_KEY),
+      'boxes': boxes,
+  }
+
+
+def read_records(pattern: str) -> List[Dict[str, object]]:
+  """Reads every record of the files matching `pattern` (tests, tools)."""
+  files = sorted(tf.io.gfile.glob(pattern))
+  if not files:
+    raise FileNotFoundError(f'no files match {pattern!r}')
+  out = []
+  for serialized in tf.data.TFRecordDataset(files).as_numpy_iterator():
+    out.append(read_sequence_example(serialized))
+  return out
