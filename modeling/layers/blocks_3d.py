@@ -1,0 +1,152 @@
+"""3D residual blocks for the ConST-CL backbones.
+
+Model Garden's `nn_blocks_3d.BottleneckBlock3D` has no dilation. Tracking
+(SiamFC, SPEC section 2) trades the spatial stride of res4/res5 for a dilation
+of 2, and the pretraining checkpoint must load unchanged into the dilated
+network. A dilated 3x3 conv has the same kernel shape as an undilated one, so
+the block below subclasses Model Garden's block (reusing its `call`) and builds
+the same sublayers with a dilated spatial conv: every variable (conv kernels,
+BN gamma/beta/moving statistics) keeps the shape, the attribute name and the
+creation order of the original block.
+"""
+from typing import Optional
+
+import tf_keras
+
+from official.modeling import tf_utils
+from official.vision.modeling.layers import nn_blocks_3d
+
+
+@tf_keras.utils.register_keras_serializable(package='ConstCL')
+class DilatedBottleneckBlock3D(nn_blocks_3d.BottleneckBlock3D):
+  """Model Garden's 3D bottleneck block with a spatially dilated 3x3 conv.
+
+  Layout (as `nn_blocks_3d.BottleneckBlock3D`): [t,1,1] conv -> BN -> act ->
+  [1,3,3] conv (dilation [1,d,d]) -> BN -> act -> [1,1,1] conv to 4*filters ->
+  BN, plus a shortcut (projection conv + BN when the channel count changes),
+  then act. With `spatial_dilation=1` it is exactly Model Garden's block.
+  """
+
+  def __init__(self,
+               filters: int,
+               temporal_kernel_size: int,
+               temporal_strides: int,
+               spatial_strides: int,
+               spatial_dilation: int = 1,
+               kernel_initializer: str = 'VarianceScaling',
+               kernel_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               bias_regularizer: Optional[
+                   tf_keras.regularizers.Regularizer] = None,
+               activation: str = 'relu',
+               use_sync_bn: bool = False,
+               norm_momentum: float = 0.99,
+               norm_epsilon: float = 0.001,
+               **kwargs):
+    """Initializes the block.
+
+    Args:
+      filters: Bottleneck width; the block outputs `4 * filters` channels.
+      temporal_kernel_size: Temporal kernel size of the first (t x 1 x 1) conv.
+      temporal_strides: Temporal stride of the first conv and the shortcut.
+      spatial_strides: Spatial stride of the 3x3 conv and the shortcut.
+      spatial_dilation: Spatial dilation rate of the 3x3 conv. Keras cannot
+        combine a stride > 1 with a dilation > 1, so one of them must be 1.
+      kernel_initializer: Kernel initializer of the convs.
+      kernel_regularizer: Kernel regularizer of the convs, or None.
+      bias_regularizer: Bias regularizer of the convs, or None.
+      activation: Name of the activation function.
+      use_sync_bn: Whether to use synchronized batch normalization.
+      norm_momentum: Momentum of the BN moving averages.
+      norm_epsilon: Epsilon added to the BN variance.
+      **kwargs: Passed to `tf_keras.layers.Layer`.
+
+    Raises:
+      ValueError: if `spatial_dilation` < 1, or both the spatial stride and the
+        spatial dilation are > 1.
+    """
+    if spatial_dilation < 1:
+      raise ValueError(
+          f'DilatedBottleneckBlock3D: spatial_dilation must be >= 1, got '
+          f'{spatial_dilation}')
+    if spatial_dilation > 1 and spatial_strides > 1:
+      raise ValueError(
+          'DilatedBottleneckBlock3D: a 3x3 conv cannot have both '
+          f'spatial_strides ({spatial_strides}) and spatial_dilation '
+          f'({spatial_dilation}) > 1')
+    super().__init__(
+        filters=filters,
+        temporal_kernel_size=temporal_kernel_size,
+        temporal_strides=temporal_strides,
+        spatial_strides=spatial_strides,
+        kernel_initializer=kernel_initializer,
+        kernel_regularizer=kernel_regularizer,
+        bias_regularizer=bias_regularizer,
+        activation=activation,
+        use_sync_bn=use_sync_bn,
+        norm_momentum=norm_momentum,
+        norm_epsilon=norm_epsilon,
+        **kwargs)
+    self._spatial_dilation = spatial_dilation
+
+  def build(self, input_shape):
+    # Creates the sublayers in the same order and under the same attribute
+    # names as `nn_blocks_3d.BottleneckBlock3D.build`, so `get_weights()` order
+    # and checkpoint keys match Model Garden's block; only the spatial conv
+    # gains a dilation. (Calling the parent's build and then replacing the
+    # conv would move it to the end of the tracked layers and break the
+    # weight order.)
+    def conv(filters, kernel_size, strides, dilation_rate=(1, 1, 1),
+             padding='valid'):
+      return tf_keras.layers.Conv3D(
+          filters=filters,
+          kernel_size=kernel_size,
+          strides=strides,
+          dilation_rate=dilation_rate,
+          padding=padding,
+          use_bias=False,
+          kernel_initializer=tf_utils.clone_initializer(
+              self._kernel_initializer),
+          kernel_regularizer=self._kernel_regularizer,
+          bias_regularizer=self._bias_regularizer)
+
+    def norm():
+      return self._norm(
+          axis=self._bn_axis,
+          momentum=self._norm_momentum,
+          epsilon=self._norm_epsilon,
+          synchronized=self._use_sync_bn)
+
+    strides = [
+        self._temporal_strides, self._spatial_strides, self._spatial_strides
+    ]
+    self._shortcut_maxpool = tf_keras.layers.MaxPool3D(
+        pool_size=[1, 1, 1], strides=strides)
+    self._shortcut_conv = conv(4 * self._filters, 1, strides)
+    self._norm0 = norm()
+    self._temporal_conv = conv(
+        self._filters, [self._temporal_kernel_size, 1, 1],
+        [self._temporal_strides, 1, 1], padding='same')
+    self._norm1 = norm()
+    self._spatial_conv = conv(
+        self._filters, [1, 3, 3], [1, self._spatial_strides,
+                                   self._spatial_strides],
+        dilation_rate=[1, self._spatial_dilation, self._spatial_dilation],
+        padding='same')
+    self._norm2 = norm()
+    self._expand_conv = conv(
+        4 * self._filters, [1, 1, 1], [1, 1, 1], padding='same')
+    self._norm3 = norm()
+    # Read by the parent's `call`; never used by the ConST-CL backbone.
+    self._squeeze_excitation = None
+    self._stochastic_depth = None
+    self._self_gating = None
+    tf_keras.layers.Layer.build(self, input_shape)
+
+  def get_config(self):
+    config = super().get_config()
+    config['spatial_dilation'] = self._spatial_dilation
+    # Not exposed by this block (always off in the ConST-CL backbone).
+    for key in ('use_self_gating', 'se_ratio', 'stochastic_depth_drop_rate'):
+      config.pop(key, None)
+    return config

@@ -1,0 +1,37 @@
+"""ROIAlign on one frame of a feature map, XLA-friendly."""
+import tensorflow as tf
+
+from official.vision.ops import spatial_transform_ops
+
+
+def roi_align_frame(features: tf.Tensor, boxes: tf.Tensor,
+                    crop_size: int = 4) -> tf.Tensor:
+  """Bilinear ROIAlign of normalized boxes on a single-frame feature map.
+
+  `tf.image.crop_and_resize` has no XLA kernel, so this goes through Model
+  Garden's gather-based `multilevel_crop_and_resize` with one level.
+
+  Args:
+    features: [B, H, W, C] feature map.
+    boxes: [B, N, 4] normalized [ymin, xmin, ymax, xmax].
+    crop_size: output side of each crop.
+
+  Returns:
+    [B, N, crop_size, crop_size, C] float32 crops.
+  """
+  features = tf.cast(features, tf.float32)
+  height, width = features.shape[1], features.shape[2]
+  if height is None or width is None:
+    raise ValueError(f'roi_align_frame needs static spatial dims, got '
+                     f'{features.shape}')
+  scale = tf.constant([height, width, height, width], tf.float32)
+  abs_boxes = tf.cast(boxes, tf.float32) * scale
+  return spatial_transform_ops.multilevel_crop_and_resize(
+      {'0': features}, abs_boxes, output_size=crop_size)
+
+
+def roi_pool_vectors(features: tf.Tensor, boxes: tf.Tensor,
+                     crop_size: int = 4) -> tf.Tensor:
+  """ROIAlign crops averaged to one vector per box: [B, N, C]."""
+  crops = roi_align_frame(features, boxes, crop_size)
+  return tf.reduce_mean(crops, axis=[2, 3])

@@ -1,0 +1,258 @@
+"""ConST-CL self-supervised pretraining task."""
+import os
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+from official.core import base_task
+from official.core import task_factory
+from official.vision.modeling import factory_3d
+
+from configs import const_cl as exp_cfg
+from dataloaders import ssl_parser
+from dataloaders import toy_world
+from modeling import const_cl_model  # pylint: disable=unused-import
+from modeling.losses import contrastive
+
+# Diagnostics reported for training and validation, in this order.
+METRIC_NAMES = (
+    'global_loss', 'local_loss', 'l2_loss',
+    'global_contrastive_accuracy', 'global_entropy',
+    'global_positive_similarity', 'global_negative_similarity',
+    'local_contrastive_accuracy', 'local_entropy',
+    'local_positive_similarity', 'local_negative_similarity',
+)
+
+
+def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
+  """The file pattern to read; creates the toy world when asked for.
+
+  Raises before any model is built when the pattern is empty or matches
+  nothing, naming the config field and the pattern.
+  """
+  if not params.input_path and params.toy_world_split:
+    paths = toy_world.ensure_toy_dataset()
+    return paths[params.toy_world_split]
+  pattern = params.input_path
+  if isinstance(pattern, (list, tuple)):
+    pattern = ','.join(pattern)
+  if not pattern:
+    raise ValueError(
+        f'task.{name}.input_path is empty: set it to a file pattern of video '
+        'TFRecords (e.g. /data/k400/train-*.tfrecord), or set '
+        f'task.{name}.toy_world_split to use the toy world')
+  files = []
+  for p in pattern.split(','):
+    files.extend(tf.io.gfile.glob(p))
+  if not files:
+    raise ValueError(f'task.{name}.input_path={pattern!r} matches no file')
+  return pattern
+
+
+def stack_views(features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+  """[B, 2, ...] per key -> [2B, ...] with all view-a clips first."""
+  out = {}
+  for key, value in features.items():
+    if key == 'label':
+      out[key] = value
+      continue
+    out[key] = tf.concat([value[:, 0], value[:, 1]], axis=0)
+  return out
+
+
+def l2_weight_decay(model: tf_keras.Model) -> tf.Tensor:
+  """Sum of squared kernels / 2 (weight decay on kernels only)."""
+  kernels = [v for v in model.trainable_variables if 'kernel' in v.name]
+  if not kernels:
+    return tf.constant(0.0)
+  return tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
+
+
+def compute_losses(outputs: Mapping[str, Any], model: tf_keras.Model,
+                   local_loss: str, losses_config: exp_cfg.Losses
+                   ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+  """Total loss and diagnostics from float32 model outputs.
+
+  Total = L_global + local_weight * L_local + l2_weight_decay * L2, with the
+  global loss the SUM and the local loss the MEAN of its two directions.
+  """
+  emb_a, emb_b = tf.split(outputs['global_embeddings'], 2, axis=0)
+  g = contrastive.global_infonce(emb_a, emb_b,
+                                 losses_config.global_temperature)
+  logs = {
+      'global_loss': g['loss'],
+      'global_contrastive_accuracy': g['contrastive_accuracy'],
+      'global_entropy': g['entropy'],
+      'global_positive_similarity': g['positive_similarity'],
+      'global_negative_similarity': g['negative_similarity'],
+  }
+  local = None
+  if local_loss in ('const_cl', 'region'):
+    directions = []
+    for src, tgt in (('a', 'b'), ('b', 'a')):
+      positive = contrastive.match_regions(
+          outputs[f'regions_{src}'], outputs[f'regions_{tgt}'],
+          outputs[f'mask_{tgt}'])
+      directions.append(contrastive.region_infonce(
+          outputs[f'pred_{src}2{tgt}'], outputs[f'mask_{src}'],
+          outputs[f'regions_{tgt}'], outputs[f'mask_{tgt}'], positive,
+          losses_config.local_temperature))
+    local = {k: (directions[0][k] + directions[1][k]) / 2.0
+             for k in directions[0]}
+  elif local_loss == 'dense':
+    local = contrastive.dense_infonce(outputs['dense_a'], outputs['dense_b'],
+                                      losses_config.local_temperature)
+  if local is not None:
+    logs.update({
+        'local_loss': local['loss'],
+        'local_contrastive_accuracy': local['contrastive_accuracy'],
+        'local_entropy': local['entropy'],
+        'local_positive_similarity': local['positive_similarity'],
+        'local_negative_similarity': local['negative_similarity'],
+    })
+  else:
+    for k in ('local_loss', 'local_contrastive_accuracy', 'local_entropy',
+              'local_positive_similarity', 'local_negative_similarity'):
+      logs[k] = tf.constant(0.0)
+  logs['l2_loss'] = l2_weight_decay(model)
+  total = (logs['global_loss'] + losses_config.local_weight *
+           logs['local_loss'] + losses_config.l2_weight_decay *
+           logs['l2_loss'])
+  return total, logs
+
+
+@task_factory.register_task_cls(exp_cfg.ConstCLPretrainTask)
+class ConstCLPretrainTask(base_task.Task):
+  """Two views per video; global + contextualized region contrastive losses."""
+
+  def __init__(self, params: exp_cfg.ConstCLPretrainTask,
+               logging_dir: Optional[str] = None, name: Optional[str] = None):
+    super().__init__(params, logging_dir=logging_dir, name=name)
+    # Resolved here, before the trainer builds the model, so a bad pattern
+    # fails in seconds rather than after minutes of graph building.
+    self._input_patterns = {}
+    for data_name in ('train_data', 'validation_data'):
+      data = getattr(params, data_name)
+      if data.input_path or data.toy_world_split:
+        self._input_patterns[data_name] = resolve_input_pattern(
+            data, data_name)
+
+  def build_model(self) -> tf_keras.Model:
+    data = self.task_config.train_data
+    input_specs = tf_keras.layers.InputSpec(
+        shape=[None] + list(data.feature_shape))
+    model = factory_3d.build_model(
+        self.task_config.model.model_type, input_specs=input_specs,
+        model_config=self.task_config.model, num_classes=0)
+    # Create every variable now (the model is subclassed), so checkpoints
+    # and the optimizer see them before the first distributed step.
+    model(self.dummy_inputs(data, batch_size=2), training=False)
+    return model
+
+  @staticmethod
+  def dummy_inputs(data: exp_cfg.DataConfig, batch_size: int = 2
+                   ) -> Dict[str, tf.Tensor]:
+    t, h, w, c = data.feature_shape
+    n = 2 * batch_size
+    boxes = tf.tile(tf.constant([[[[0.25, 0.25, 0.75, 0.75]]]]),
+                    [n, t, data.num_boxes, 1])
+    return {
+        'image': tf.zeros([n, t, h, w, c]),
+        'boxes': boxes,
+        'box_mask': tf.ones([n, t, data.num_boxes]),
+        'frame_index': tf.tile(tf.range(t)[None], [n, 1]),
+    }
+
+  def initialize(self, model: tf_keras.Model):
+    """Loads `init_checkpoint` (the backbone only, or everything)."""
+    path = self.task_config.init_checkpoint
+    if not path:
+      return
+    if tf.io.gfile.isdir(path):
+      path = tf.train.latest_checkpoint(path)
+    if not path:
+      raise ValueError(f'task.init_checkpoint={self.task_config.init_checkpoint!r} '
+                       'holds no checkpoint')
+    modules = self.task_config.init_checkpoint_modules
+    if modules == 'backbone':
+      ckpt = tf.train.Checkpoint(backbone=model.backbone)
+    else:
+      ckpt = tf.train.Checkpoint(**model.checkpoint_items)
+    ckpt.read(path).expect_partial().assert_existing_objects_matched()
+    logging.info('Initialized from %s (%s)', path, modules)
+
+  def build_inputs(self, params: exp_cfg.DataConfig,
+                   input_context: Optional[tf.distribute.InputContext] = None
+                   ) -> tf.data.Dataset:
+    data_name = 'train_data' if params.is_training else 'validation_data'
+    pattern = self._input_patterns.get(data_name)
+    if pattern is None:
+      pattern = resolve_input_pattern(params, data_name)
+    t, h, w, _ = params.feature_shape
+    if h != w:
+      raise ValueError(f'task.{data_name}.feature_shape needs square frames, '
+                       f'got {params.feature_shape}')
+    parser = ssl_parser.Parser(
+        num_frames=t, stride=params.temporal_stride, crop_size=h,
+        num_boxes=params.num_boxes, region_source=params.region_source,
+        min_box_size=params.min_box_size, max_box_size=params.max_box_size,
+        min_box_aspect=params.min_box_aspect,
+        max_box_aspect=params.max_box_aspect,
+        min_crop_area=params.min_crop_area,
+        color_jitter_strength=params.color_jitter_strength)
+    dataset = ssl_parser.build_ssl_dataset(
+        pattern, parser, global_batch_size=params.global_batch_size,
+        is_training=params.is_training,
+        shuffle_buffer_size=params.shuffle_buffer_size,
+        cycle_length=params.cycle_length or 8, seed=params.seed,
+        input_context=input_context,
+        skip_bad_records=params.skip_bad_records,
+        drop_remainder=params.drop_remainder,
+        deterministic=params.deterministic)
+    return dataset.map(stack_views, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def build_metrics(self, training: bool = True) -> List[tf_keras.metrics.Metric]:
+    return [tf_keras.metrics.Mean(name=n) for n in METRIC_NAMES]
+
+  def _update_metrics(self, metrics, logs):
+    if metrics:
+      for metric in metrics:
+        metric.update_state(logs[metric.name])
+
+  def _forward(self, features, model, training):
+    outputs = model(features, training=training)
+    # Cast outputs to float32: under mixed precision the contrastive
+    # softmax would otherwise run in bfloat16.
+    outputs = tf.nest.map_structure(
+        lambda x: tf.cast(x, tf.float32) if x.dtype.is_floating else x,
+        outputs)
+    return compute_losses(outputs, model, self.task_config.model.local_loss,
+                          self.task_config.losses)
+
+  def train_step(self, inputs, model: tf_keras.Model,
+                 optimizer: tf_keras.optimizers.Optimizer, metrics=None):
+    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    with tf.GradientTape() as tape:
+      total_loss, logs = self._forward(inputs, model, training=True)
+      # Gradients are summed over replicas; each replica's loss is its share
+      # of the global-batch loss.
+      scaled_loss = total_loss / num_replicas
+      if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+        scaled_loss = optimizer.get_scaled_loss(scaled_loss)
+    tvars = model.trainable_variables
+    grads = tape.gradient(scaled_loss, tvars)
+    if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+      grads = optimizer.get_unscaled_gradients(grads)
+    optimizer.apply_gradients(list(zip(grads, tvars)))
+    self._update_metrics(metrics, logs)
+    return {self.loss: total_loss}
+
+  def validation_step(self, inputs, model: tf_keras.Model, metrics=None):
+    total_loss, logs = self._forward(inputs, model, training=False)
+    self._update_metrics(metrics, logs)
+    return {self.loss: total_loss}
+
+  def inference_step(self, inputs, model: tf_keras.Model):
+    return model(inputs, training=False)

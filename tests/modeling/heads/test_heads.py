@@ -1,0 +1,86 @@
+"""Global MLP head, ConST-CL head and ROI pooling: counts, shapes, values."""
+import numpy as np
+import tensorflow as tf
+
+from modeling.heads import const_cl_head
+from modeling.heads import global_head
+from modeling.layers import roi
+
+
+def test_global_head_has_the_released_parameter_count():
+  head = global_head.GlobalProjectionHead(2048, 3, 128)
+  head(tf.zeros([2, 2048]))
+  # 3 x (2048*2048 kernel + 4*2048 BN incl. statistics) + 2048*128 + 128.
+  assert head.count_params() == 3 * (2048 * 2048 + 4 * 2048) + 2048 * 128 + 128
+  assert head.count_params() == 12_869_760  # "12.87M" in SPEC s.1
+
+
+def _head_and_inputs(batch=2, regions=3, channels=32, length=3, size=2):
+  head = const_cl_head.ConstCLHead(output_dim=channels, num_layers=2,
+                                   num_heads=3, hidden_dim=16, mlp_dim=24)
+  rng = np.random.default_rng(0)
+  h = tf.constant(rng.normal(size=(batch, regions, channels)), tf.float32)
+  boxes = tf.constant(np.tile([[0.1, 0.2, 0.6, 0.7]], (batch, regions, 1)),
+                      tf.float32)
+  ctx = tf.constant(rng.normal(size=(batch, length, size, size, channels)),
+                    tf.float32)
+  return head, h, boxes, ctx
+
+
+def test_const_cl_head_shapes_and_attention_is_a_distribution():
+  head, h, boxes, ctx = _head_and_inputs()
+  z, attention = head(h, boxes, ctx)
+  assert z.shape == (2, 3, 32)
+  assert len(attention) == 2
+  for scores in attention:
+    assert scores.shape == (2, 3, 3, 3 * 2 * 2)  # [B, heads, N, L*H*W]
+    np.testing.assert_allclose(scores.numpy().sum(-1), 1.0, atol=1e-5)
+
+
+def test_const_cl_head_parameter_count():
+  head, h, boxes, ctx = _head_and_inputs()
+  head(h, boxes, ctx)
+  c, d, heads, mlp, length, size = 32, 16, 3, 24, 3, 2
+  proj = 2 * (c * d + d) + (4 * d + d)  # query, context, box encoding
+  pos = (length + size + size) * d
+  mha = 3 * (d * heads * d + heads * d) + (heads * d * d + d)
+  block = mha + 2 * 2 * d + (d * mlp + mlp) + (mlp * d + d)
+  out = d * c + c
+  assert head.count_params() == proj + pos + 2 * block + out
+
+
+def test_const_cl_head_uses_the_context():
+  head, h, boxes, ctx = _head_and_inputs()
+  z1, _ = head(h, boxes, ctx)
+  z2, _ = head(h, boxes, ctx * 2.0)
+  assert np.abs(z1.numpy() - z2.numpy()).max() > 1e-3
+
+
+def test_const_cl_head_compiles_with_xla():
+  head, h, boxes, ctx = _head_and_inputs()
+  eager, _ = head(h, boxes, ctx)
+  compiled = tf.function(lambda a, b, c: head(a, b, c)[0], jit_compile=True)
+  np.testing.assert_allclose(compiled(h, boxes, ctx).numpy(), eager.numpy(),
+                             atol=1e-4)
+
+
+def test_roi_pool_of_a_linear_ramp_is_the_ramp_at_the_box_centre():
+  # feature(y, x) = x. Model Garden's ROIAlign puts feature cell i at
+  # coordinate i (no half-pixel shift) and samples the 4 bin centres, clamped
+  # to the last cell: box x in [2, 6] samples 2.5, 3.5, 4.5, 5.5 (mean 4);
+  # box x in [4, 8] samples 4.5, 5.5, 6.5, min(7.5, 7) (mean 5.875).
+  h = w = 8
+  xs = np.tile(np.arange(w, dtype=np.float32)[None, :, None], (h, 1, 1))
+  feat = tf.constant(xs[None])  # [1, 8, 8, 1]
+  boxes = tf.constant([[[0.25, 0.25, 0.75, 0.75], [0.0, 0.5, 1.0, 1.0]]])
+  vec = roi.roi_pool_vectors(feat, boxes, crop_size=4).numpy()
+  np.testing.assert_allclose(vec[0, :, 0], [4.0, 5.875], atol=1e-5)
+
+
+def test_roi_pool_compiles_with_xla():
+  feat = tf.random.normal([2, 4, 4, 8])
+  boxes = tf.constant([[[0.1, 0.1, 0.6, 0.9]] * 3] * 2)
+  eager = roi.roi_pool_vectors(feat, boxes)
+  compiled = tf.function(roi.roi_pool_vectors, jit_compile=True)
+  np.testing.assert_allclose(compiled(feat, boxes).numpy(), eager.numpy(),
+                             atol=1e-5)

@@ -1,0 +1,70 @@
+"""ConST-CL training driver (Model Garden `train_lib` + Orbit).
+
+Usage:
+  python train.py --experiment=const_cl_pretrain_toy --mode=train_and_eval \
+      --model_dir=/tmp/const_cl_toy
+  python train.py --experiment=const_cl_pretrain_kinetics400 \
+      --config_file=configs/yaml/const_cl_pretrain_k400_200k.yaml \
+      --params_override='task.train_data.input_path=gs://b/k400/train*' \
+      --mode=train --model_dir=gs://b/runs/const_cl_200k
+
+Flags are Model Garden's: --experiment, --config_file (strict: an unknown key
+is an error), --params_override, --mode (train | eval | train_and_eval |
+continuous_eval), --model_dir, --tpu.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app
+from absl import flags
+from absl import logging
+import gin
+import tensorflow as tf
+
+from official.common import distribute_utils
+from official.common import flags as tfm_flags
+from official.core import task_factory
+from official.core import train_lib
+from official.core import train_utils
+from official.modeling import performance
+
+from tasks import registry_imports  # pylint: disable=unused-import
+
+FLAGS = flags.FLAGS
+
+
+def main(_):
+  gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_params)
+  params = train_utils.parse_configuration(FLAGS)
+  model_dir = FLAGS.model_dir
+  if 'train' in FLAGS.mode:
+    # Eval-only jobs do not write params.yaml: a continuous evaluator would
+    # race the trainer for the same file.
+    train_utils.serialize_config(params, model_dir)
+  if params.runtime.mixed_precision_dtype:
+    performance.set_mixed_precision_policy(
+        params.runtime.mixed_precision_dtype)
+  strategy = distribute_utils.get_distribution_strategy(
+      distribution_strategy=params.runtime.distribution_strategy,
+      all_reduce_alg=params.runtime.all_reduce_alg,
+      num_gpus=params.runtime.num_gpus,
+      tpu_address=params.runtime.tpu)
+  with strategy.scope():
+    task = task_factory.get_task(params.task, logging_dir=model_dir)
+  train_lib.run_experiment(
+      distribution_strategy=strategy,
+      task=task,
+      mode=FLAGS.mode,
+      params=params,
+      model_dir=model_dir)
+  train_utils.save_gin_config(FLAGS.mode, model_dir)
+
+
+if __name__ == '__main__':
+  tfm_flags.define_flags()
+  flags.mark_flags_as_required(['experiment', 'mode', 'model_dir'])
+  app.run(main)
