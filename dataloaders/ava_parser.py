@@ -1,0 +1,305 @@
+"""tf.data decoder and parser of the AVA key-frame records.
+
+Records are written by `dataloaders.converters.ava` (one SequenceExample per
+key frame). The parser outputs, per example, static-shape tensors:
+
+  image           float32 [T, H, W, 3] in [0, 1]
+  boxes           float32 [max_boxes, 4] ymin, xmin, ymax, xmax normalized in
+                  the output image
+  original_boxes  float32 [max_boxes, 4] the same boxes in the original
+                  frame's normalized coordinates (for the detections CSV)
+  box_mask        float32 [max_boxes] 1 for real boxes
+  box_scores      float32 [max_boxes] detector scores (1 for ground truth)
+  labels          float32 [max_boxes, num_classes] multi-hot, class index =
+                  action_id - 1 (all zero for detector boxes)
+  video_id        string []
+  timestamp       float32 []
+"""
+from typing import Dict, Optional, Sequence, Union
+
+import tensorflow as tf
+
+from dataloaders.converters import ava as ava_converter
+from official.vision.dataloaders import decoder
+from official.vision.dataloaders import parser
+
+_IMAGE_KEY = 'image/encoded'
+_VIDEO_ID_KEY = 'clip/id'
+
+
+class Decoder(decoder.Decoder):
+  """Parses a serialized key-frame SequenceExample into dense tensors."""
+
+  def __init__(self):
+    floats = tf.io.VarLenFeature(tf.float32)
+    ints = tf.io.VarLenFeature(tf.int64)
+    self._context = {
+        _VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=''),
+        ava_converter.KEY_FRAME_TIMESTAMP_KEY: tf.io.FixedLenFeature(
+            [], tf.float32, default_value=0.0),
+        ava_converter.KEY_FRAME_INDEX_KEY: tf.io.FixedLenFeature(
+            [], tf.int64, default_value=-1),
+        ava_converter.LABEL_INDEX_KEY: ints,
+        ava_converter.LABEL_COUNT_KEY: ints,
+        ava_converter.DETECTION_SCORE_KEY: floats,
+    }
+    for key in ava_converter.BOX_KEYS + ava_converter.DETECTION_BOX_KEYS:
+      self._context[key] = floats
+    self._sequence = {_IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string)}
+
+  def decode(self, serialized_example: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Returns `frames` (encoded), boxes, labels and ids of one record."""
+    ctx, seq = tf.io.parse_single_sequence_example(
+        serialized_example, self._context, self._sequence)
+    dense = lambda k: tf.sparse.to_dense(ctx[k])
+
+    def _boxes(keys):
+      return tf.stack([dense(k) for k in keys], axis=-1)
+
+    return {
+        'frames': seq[_IMAGE_KEY],
+        'video_id': ctx[_VIDEO_ID_KEY],
+        'timestamp': ctx[ava_converter.KEY_FRAME_TIMESTAMP_KEY],
+        'key_frame_index': ctx[ava_converter.KEY_FRAME_INDEX_KEY],
+        'boxes': _boxes(ava_converter.BOX_KEYS),
+        'label_index': dense(ava_converter.LABEL_INDEX_KEY),
+        'label_count': dense(ava_converter.LABEL_COUNT_KEY),
+        'detection_boxes': _boxes(ava_converter.DETECTION_BOX_KEYS),
+        'detection_scores': dense(ava_converter.DETECTION_SCORE_KEY),
+    }
+
+
+def _pad_to(x: tf.Tensor, n: int) -> tf.Tensor:
+  """Truncates or zero-pads the first dimension to exactly n."""
+  x = x[:n]
+  pad = n - tf.shape(x)[0]
+  paddings = [[0, pad]] + [[0, 0]] * (len(x.shape) - 1)
+  x = tf.pad(x, paddings)
+  return tf.ensure_shape(x, [n] + x.shape.as_list()[1:])
+
+
+class Parser(parser.Parser):
+  """Makes training / evaluation examples of AVA key frames."""
+
+  def __init__(self,
+               num_frames: int,
+               crop_size: Union[int, Sequence[int]],
+               max_boxes: int,
+               num_classes: int,
+               box_jitter: float = 0.0,
+               use_detections: bool = False,
+               detection_score_threshold: float = 0.0,
+               is_training: bool = True,
+               train_crop_scale: Sequence[float] = (0.8, 1.0),
+               random_flip: bool = True,
+               center_crop: bool = True,
+               seed: Optional[int] = None):
+    """Initializes the parser.
+
+    Args:
+      num_frames: frames per output clip, taken around the key frame from the
+        stored clip (edge frames repeat when the record has fewer).
+      crop_size: output size, int (square) or (height, width).
+      max_boxes: boxes per example (padded / truncated).
+      num_classes: size of the multi-hot labels (80 for AVA: ids 1..80).
+      box_jitter: training only; each box coordinate moves by up to this
+        fraction of the box height/width.
+      use_detections: evaluation only; use the detector boxes of the record
+        (score >= detection_score_threshold) instead of ground truth.
+      detection_score_threshold: minimum detector score.
+      is_training: training (random crop + flip + jitter) or evaluation
+        (deterministic resize / center crop).
+      train_crop_scale: training crops are squares (or crop_size-shaped
+        windows) whose side is this fraction range of the largest window.
+      random_flip: flip left-right at training, boxes included.
+      center_crop: evaluation keeps the largest centred window of the output
+        aspect; False resizes the whole frame (aspect not kept).
+      seed: optional seed of the random ops.
+    """
+    if isinstance(crop_size, int):
+      crop_size = (crop_size, crop_size)
+    self._crop_size = tuple(int(c) for c in crop_size)
+    if len(self._crop_size) != 2 or min(self._crop_size) < 1:
+      raise ValueError(f'crop_size must be a positive int or (h, w), got '
+                       f'{crop_size}')
+    if num_frames < 1 or max_boxes < 1 or num_classes < 1:
+      raise ValueError(f'num_frames ({num_frames}), max_boxes ({max_boxes}) '
+                       f'and num_classes ({num_classes}) must be >= 1')
+    if not 0 < train_crop_scale[0] <= train_crop_scale[1] <= 1:
+      raise ValueError(f'train_crop_scale must satisfy 0 < lo <= hi <= 1, '
+                       f'got {train_crop_scale}')
+    if use_detections and is_training:
+      raise ValueError('use_detections is for evaluation: detector boxes have '
+                       'no labels to train on')
+    if box_jitter < 0:
+      raise ValueError(f'box_jitter must be >= 0, got {box_jitter}')
+    self._num_frames = num_frames
+    self._max_boxes = max_boxes
+    self._num_classes = num_classes
+    self._box_jitter = box_jitter
+    self._use_detections = use_detections
+    self._score_threshold = detection_score_threshold
+    self._is_training = is_training
+    self._crop_scale = tuple(train_crop_scale)
+    self._random_flip = random_flip
+    self._center_crop = center_crop
+    self._seed = seed
+
+  def __call__(self, decoded: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    return self.parse(decoded)
+
+  def parse(self, decoded: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Parses one decoded record with this parser's `is_training`."""
+    if self._is_training:
+      return self._parse_train_data(decoded)
+    return self._parse_eval_data(decoded)
+
+  # The frames of the clip around the key frame.
+  def _frames(self, decoded):
+    encoded = decoded['frames']
+    n = tf.shape(encoded)[0]
+    tf.debugging.assert_positive(
+        n, message='AVA record has no frames (video_id in the record)')
+    key = tf.cast(decoded['key_frame_index'], tf.int32)
+    key = tf.where(key < 0, n // 2, key)
+    idx = key + tf.range(self._num_frames) - self._num_frames // 2
+    idx = tf.clip_by_value(idx, 0, n - 1)
+    frames = tf.map_fn(
+        lambda x: tf.io.decode_jpeg(x, channels=3), tf.gather(encoded, idx),
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+    return frames
+
+  def _labels(self, decoded):
+    index = decoded['label_index']
+    count = decoded['label_count']
+    num_boxes = tf.shape(decoded['boxes'])[0]
+    checks = [
+        tf.debugging.assert_equal(
+            tf.shape(count)[0], num_boxes,
+            message='clip/key_frame/bbox/label/count must have one entry '
+                    'per box'),
+        tf.debugging.assert_equal(
+            tf.reduce_sum(count), tf.shape(index, out_type=tf.int64)[0],
+            message='label/count does not add up to the number of labels'),
+        tf.debugging.assert_greater_equal(
+            index, tf.constant(1, tf.int64),
+            message='action ids are 1-based'),
+        tf.debugging.assert_less_equal(
+            index, tf.constant(self._num_classes, tf.int64),
+            message=f'action id above num_classes ({self._num_classes})'),
+    ]
+    with tf.control_dependencies(checks):
+      ragged = tf.RaggedTensor.from_row_lengths(index - 1, count)
+    hot = tf.one_hot(ragged, self._num_classes, dtype=tf.float32)
+    # Boxes without labels give an empty row: reduce_max over it is -inf.
+    return tf.reshape(tf.maximum(tf.reduce_max(hot, axis=1), 0.0),
+                      [-1, self._num_classes])
+
+  def _select_boxes(self, decoded):
+    """Boxes, scores and labels before padding, in original coordinates."""
+    if self._use_detections:
+      boxes = decoded['detection_boxes']
+      scores = decoded['detection_scores']
+      keep = scores >= self._score_threshold
+      boxes = tf.boolean_mask(boxes, keep)
+      scores = tf.boolean_mask(scores, keep)
+      order = tf.argsort(scores, direction='DESCENDING', stable=True)
+      boxes = tf.gather(boxes, order)
+      scores = tf.gather(scores, order)
+      labels = tf.zeros([tf.shape(boxes)[0], self._num_classes], tf.float32)
+    else:
+      boxes = decoded['boxes']
+      scores = tf.ones([tf.shape(boxes)[0]], tf.float32)
+      labels = self._labels(decoded)
+    return tf.reshape(boxes, [-1, 4]), scores, labels
+
+  def _crop_window(self, height, width, training):
+    """Integer crop window [y0, x0, h, w] of the output aspect ratio."""
+    out_h, out_w = self._crop_size
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    aspect = out_w / out_h
+    # Largest window of the output aspect that fits the frame.
+    win_h = tf.minimum(h, w / aspect)
+    win_w = win_h * aspect
+    if training:
+      scale = tf.random.uniform([], self._crop_scale[0], self._crop_scale[1],
+                                seed=self._seed)
+      win_h *= scale
+      win_w *= scale
+    win_h = tf.clip_by_value(tf.round(win_h), 1.0, h)
+    win_w = tf.clip_by_value(tf.round(win_w), 1.0, w)
+    if training:
+      y0 = tf.floor(tf.random.uniform([], seed=self._seed) * (h - win_h + 1))
+      x0 = tf.floor(tf.random.uniform([], seed=self._seed) * (w - win_w + 1))
+    else:
+      y0 = tf.floor((h - win_h) / 2)
+      x0 = tf.floor((w - win_w) / 2)
+    return tf.cast(tf.stack([y0, x0, win_h, win_w]), tf.int32)
+
+  def _jitter(self, boxes):
+    hw = tf.concat([boxes[:, 2:] - boxes[:, :2]] * 2, axis=-1)
+    noise = tf.random.uniform(tf.shape(boxes), -self._box_jitter,
+                              self._box_jitter, seed=self._seed)
+    boxes = tf.clip_by_value(boxes + noise * hw, 0.0, 1.0)
+    return tf.concat([tf.minimum(boxes[:, :2], boxes[:, 2:]),
+                      tf.maximum(boxes[:, :2], boxes[:, 2:])], axis=-1)
+
+  def _parse(self, decoded, training):
+    frames = self._frames(decoded)
+    boxes, scores, labels = self._select_boxes(decoded)
+    original = boxes
+    shape = tf.shape(frames)
+    height, width = shape[1], shape[2]
+    if training and self._box_jitter > 0:
+      boxes = self._jitter(boxes)
+    if training or self._center_crop:
+      y0, x0, ch, cw = tf.unstack(self._crop_window(height, width, training))
+      frames = frames[:, y0:y0 + ch, x0:x0 + cw, :]
+      # Box coordinates of the crop window, from the integer pixel window.
+      hf = tf.cast(height, tf.float32)
+      wf = tf.cast(width, tf.float32)
+      offset = tf.stack([tf.cast(y0, tf.float32) / hf,
+                         tf.cast(x0, tf.float32) / wf] * 2)
+      size = tf.stack([tf.cast(ch, tf.float32) / hf,
+                       tf.cast(cw, tf.float32) / wf] * 2)
+      boxes = tf.clip_by_value((boxes - offset) / size, 0.0, 1.0)
+    image = tf.image.resize(frames, self._crop_size, method='bilinear',
+                            antialias=True)
+    image = tf.clip_by_value(image / 255.0, 0.0, 1.0)
+    if training and self._random_flip:
+      flip = tf.random.uniform([], seed=self._seed) < 0.5
+      image = tf.cond(flip, lambda: tf.reverse(image, axis=[2]),
+                      lambda: image)
+      boxes = tf.cond(flip, lambda: flip_boxes_left_right(boxes),
+                      lambda: boxes)
+    num = tf.shape(boxes)[0]
+    mask = tf.ones([num], tf.float32)
+    if training:
+      # A box cropped away entirely carries no pixels to learn from.
+      visible = tf.logical_and(boxes[:, 2] > boxes[:, 0],
+                               boxes[:, 3] > boxes[:, 1])
+      mask *= tf.cast(visible, tf.float32)
+    image = tf.ensure_shape(image, [self._num_frames, *self._crop_size, 3])
+    return {
+        'image': image,
+        'boxes': _pad_to(boxes, self._max_boxes),
+        'original_boxes': _pad_to(original, self._max_boxes),
+        'box_mask': _pad_to(mask, self._max_boxes),
+        'box_scores': _pad_to(scores, self._max_boxes),
+        'labels': _pad_to(labels, self._max_boxes),
+        'video_id': decoded['video_id'],
+        'timestamp': tf.cast(decoded['timestamp'], tf.float32),
+    }
+
+  def _parse_train_data(self, decoded_tensors):
+    return self._parse(decoded_tensors, training=True)
+
+  def _parse_eval_data(self, decoded_tensors):
+    return self._parse(decoded_tensors, training=False)
+
+
+def flip_boxes_left_right(boxes: tf.Tensor) -> tf.Tensor:
+  """Mirrors [N, 4] ymin, xmin, ymax, xmax normalized boxes."""
+  ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+  return tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)

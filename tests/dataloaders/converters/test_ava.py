@@ -1,0 +1,227 @@
+"""Round trip of the AVA converter on a tiny synthetic AVA set made here."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dataloaders.converters import ava
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+LABELMAP = ('label { name: "bend" label_id: 1 label_type: PERSON_MOVEMENT }\n'
+            'label { name: "sit" label_id: 11 label_type: PERSON_POSE }\n'
+            'label { name: "talk" label_id: 79 label_type: PERSON_INTERACTION }'
+            '\n')
+
+
+def _gray(i):
+  return 30 + 5 * i  # frames 0..39 stay distinct, away from 0 and 255
+
+
+def _write_video(path, num_frames, fps=10):
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), fps,
+                           (64, 48))
+  for i in range(num_frames):
+    writer.write(np.full((48, 64, 3), _gray(i), np.uint8))
+  writer.release()
+
+
+@pytest.fixture(name='ava_set')
+def _ava_set(tmp_path):
+  videos = tmp_path / 'videos'
+  videos.mkdir()
+  _write_video(videos / 'vidA.mp4', 40)
+  _write_video(videos / 'vidB.mp4', 30)
+  (videos / 'vidD.mkv').write_bytes(b'not a video at all' * 10)
+  (tmp_path / 'labels.pbtxt').write_text(LABELMAP)
+  (tmp_path / 'ann.csv').write_text(
+      'vidA,0001,0.100,0.200,0.500,0.800,1,0\n'
+      'vidA,0001,0.100,0.200,0.500,0.800,11,0\n'   # same person, 2nd label
+      'vidA,0001,0.600,0.100,0.900,0.700,79,1\n'
+      'vidA,0003,0.200,0.300,0.400,0.500,11,0\n'
+      'vidA,0002,0.000,0.000,1.000,1.000,1,2\n'
+      'vidA,0002,0.000,0.000,1.000,1.200,1,2\n'    # bad: out of range
+      'vidA,0002,0.000,0.000,1.000,1.000,42,2\n'   # bad: not in label map
+      'vidA,0002,0.000,0.000,1.000\n'              # bad: malformed
+      'vidB,0000,0.100,0.100,0.300,0.300,79,5\n'
+      'vidC,0001,0.100,0.100,0.300,0.300,1,0\n'    # missing video
+      'vidD,0001,0.100,0.100,0.300,0.300,1,0\n')   # unreadable video
+  (tmp_path / 'exc.csv').write_text('vidA,0002\n')
+  (tmp_path / 'det.csv').write_text(
+      'vidA,1,0.100,0.200,0.500,0.800,1,0.9\n'
+      'vidA,1,0.100,0.200,0.500,0.800,2,0.95\n'  # same box, other class
+      'vidA,1,0.600,0.100,0.900,0.700,1,0.4\n'
+      'vidB,0,0.2,0.2,0.4,0.4,1,0.7\n'
+      'vidB,7,0.2,0.2,0.4,0.4,1,0.7\n')          # frame not annotated
+  return tmp_path
+
+
+def _source_means(path):
+  """Mean gray level of every decoded frame (the codec shifts levels a bit)."""
+  cap = cv2.VideoCapture(str(path))
+  means = []
+  while True:
+    ok, frame = cap.read()
+    if not ok:
+      break
+    means.append(frame.mean())
+  cap.release()
+  return np.array(means)
+
+
+def _assert_frames_are(frames, source_means, indices):
+  """The clip's frames are the source frames `indices` (JPEG shifts levels by
+  a constant ~2, so the steps between frames are compared tightly)."""
+  got = frames.mean(axis=(1, 2, 3))
+  want = source_means[list(indices)]
+  np.testing.assert_allclose(got, want, atol=3)
+  np.testing.assert_allclose(np.diff(got), np.diff(want), atol=1)
+
+
+def _read(pattern):
+  out = {}
+  for path in sorted(tf.io.gfile.glob(pattern)):
+    for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      seq = tf.train.SequenceExample.FromString(raw)
+      ctx = seq.context.feature
+      f = lambda k: list(ctx[k].float_list.value)
+      i = lambda k: list(ctx[k].int64_list.value)
+      vid = ctx['clip/id'].bytes_list.value[0].decode()
+      ts = f(ava.KEY_FRAME_TIMESTAMP_KEY)[0]
+      frames = [tf.io.decode_jpeg(x.bytes_list.value[0]).numpy() for x in
+                seq.feature_lists.feature_list['image/encoded'].feature]
+      out[(vid, ts)] = {
+          'boxes': np.stack([f(k) for k in ava.BOX_KEYS], -1),
+          'label_index': i(ava.LABEL_INDEX_KEY),
+          'label_count': i(ava.LABEL_COUNT_KEY),
+          'person_id': i(ava.PERSON_ID_KEY),
+          'key_index': i(ava.KEY_FRAME_INDEX_KEY)[0],
+          'frames': np.stack(frames),
+          'det_boxes': np.stack([f(k) for k in ava.DETECTION_BOX_KEYS], -1)
+                       .reshape(-1, 4),
+          'det_scores': f(ava.DETECTION_SCORE_KEY),
+      }
+  return out
+
+
+def test_round_trip_missing_video_bad_rows_and_resume(ava_set):
+  out_dir = ava_set / 'out'
+  opts = ava.ClipOptions(num_frames=4, stride=1, fps=10, short_side=24)
+  summary = ava.convert(str(ava_set / 'ann.csv'),
+                        str(ava_set / 'labels.pbtxt'),
+                        str(ava_set / 'videos'), str(out_dir),
+                        detections_csv=str(ava_set / 'det.csv'),
+                        exclusions_csv=str(ava_set / 'exc.csv'),
+                        opts=opts, num_shards=2)
+  assert sorted(os.listdir(out_dir)) == [
+      'ava-00000-of-00002.tfrecord', 'ava-00000-of-00002.tfrecord.done',
+      'ava-00001-of-00002.tfrecord', 'ava-00001-of-00002.tfrecord.done',
+      'ava-summary.json']
+  records = _read(str(out_dir / 'ava-*.tfrecord'))
+  assert sorted(records) == [('vidA', 1.0), ('vidA', 3.0), ('vidB', 0.0)]
+  a1 = records[('vidA', 1.0)]
+  # CSV x1,y1,x2,y2 -> ymin,xmin,ymax,xmax; one box per person id.
+  np.testing.assert_allclose(a1['boxes'], [[.2, .1, .8, .5], [.1, .6, .7, .9]],
+                             atol=1e-6)
+  assert a1['label_index'] == [1, 11, 79]
+  assert a1['label_count'] == [2, 1]
+  assert a1['person_id'] == [0, 1]
+  # Detections: one box per distinct box with its best score, best first.
+  np.testing.assert_allclose(a1['det_boxes'], [[.2, .1, .8, .5],
+                                               [.1, .6, .7, .9]], atol=1e-6)
+  np.testing.assert_allclose(a1['det_scores'], [.95, .4], atol=1e-6)
+  b0 = records[('vidB', 0.0)]
+  np.testing.assert_allclose(b0['boxes'], [[.1, .1, .3, .3]], atol=1e-6)
+  assert b0['label_index'] == [79] and b0['person_id'] == [5]
+  # Frames: short side 48 -> 24 (64x48 -> 32x24); key frame at index 2.
+  # vidA t=1 s at 10 fps: source frames 8, 9, 10, 11.
+  assert a1['frames'].shape == (4, 24, 32, 3)
+  assert a1['key_index'] == 2
+  src_a = _source_means(ava_set / 'videos' / 'vidA.mp4')
+  src_b = _source_means(ava_set / 'videos' / 'vidB.mp4')
+  assert np.all(np.diff(src_a) > 3)  # frames are distinguishable.
+  _assert_frames_are(a1['frames'], src_a, [8, 9, 10, 11])
+  # vidB t=0: frames -2, -1 repeat frame 0. vidA t=3 (frames 28..31 of 40).
+  _assert_frames_are(b0['frames'], src_b, [0, 0, 0, 1])
+  _assert_frames_are(records[('vidA', 3.0)]['frames'], src_a, [28, 29, 30, 31])
+
+  assert summary['missing_videos'] == {'vidC': 1}
+  assert list(summary['unreadable_videos']) == ['vidD']
+  assert 'vidD.mkv' in summary['unreadable_videos']['vidD']
+  assert summary['bad_rows']['annotations'] == {
+      'coordinates_out_of_range': 1, 'action_id_not_in_labelmap': 1,
+      'malformed': 1}
+  assert summary['dropped_rows'] == {
+      'annotation_rows_in_excluded_frames': 1,
+      'detection_rows_without_annotated_key_frame': 1}
+  assert summary['key_frames_written'] == 3
+  assert summary['key_frames_in_csv'] == 5
+  assert summary['boxes_written'] == 4
+  with open(out_dir / 'ava-summary.json', encoding='utf-8') as f:
+    assert json.load(f)['missing_videos'] == {'vidC': 1}
+  assert 'missing videos (1, 1 key frames): vidC' in ava.format_summary(
+      summary)
+
+  # Resume: finished shards are skipped and left untouched.
+  mtimes = {p: os.path.getmtime(out_dir / p) for p in os.listdir(out_dir)
+            if p.endswith('.tfrecord')}
+  again = ava.convert(str(ava_set / 'ann.csv'), str(ava_set / 'labels.pbtxt'),
+                      str(ava_set / 'videos'), str(out_dir),
+                      detections_csv=str(ava_set / 'det.csv'),
+                      exclusions_csv=str(ava_set / 'exc.csv'),
+                      opts=opts, num_shards=2)
+  assert again['shards_resumed'] == 2
+  assert again['key_frames_written'] == 3
+  assert again['missing_videos'] == {'vidC': 1}
+  for p, t in mtimes.items():
+    assert os.path.getmtime(out_dir / p) == t
+  # A shard without its marker (interrupted run) is redone.
+  os.remove(out_dir / 'ava-00001-of-00002.tfrecord.done')
+  again = ava.convert(str(ava_set / 'ann.csv'), str(ava_set / 'labels.pbtxt'),
+                      str(ava_set / 'videos'), str(out_dir),
+                      detections_csv=str(ava_set / 'det.csv'),
+                      exclusions_csv=str(ava_set / 'exc.csv'),
+                      opts=opts, num_shards=2)
+  assert again['shards_resumed'] == 1
+  assert len(_read(str(out_dir / 'ava-*.tfrecord'))) == 3
+
+
+def test_kinetics_clip_names_and_tool(ava_set):
+  # AVA-Kinetics: YouTube id 'yt_x-1' stored as a cut from second 100 to 104;
+  # the CSV timestamp 102 is 2 s into the cut (frame 20 at 10 fps).
+  os.rename(ava_set / 'videos' / 'vidA.mp4',
+            ava_set / 'videos' / 'yt_x-1_000100_000104.mp4')
+  (ava_set / 'kin.csv').write_text('yt_x-1,102,0.1,0.2,0.5,0.8,11,0\n'
+                                   'yt_x-1,130,0.1,0.2,0.5,0.8,11,0\n')
+  out_dir = ava_set / 'kout'
+  proc = subprocess.run(
+      [sys.executable, 'tools/ava_to_tfrecords.py',
+       f'--annotations={ava_set / "kin.csv"}',
+       f'--labelmap={ava_set / "labels.pbtxt"}',
+       f'--video_dir={ava_set / "videos"}', f'--output_dir={out_dir}',
+       '--num_frames=2', '--stride=1', '--fps=10', '--short_side=0',
+       '--num_shards=1', '--timestamp_offset_from_filename', '--prefix=kin'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert 'wrote 1 of 2 key frames' in proc.stdout
+  assert 'skipped 1 key frame(s): timestamp_outside_video_clips' in proc.stdout
+  records = _read(str(out_dir / 'kin-*.tfrecord'))
+  rec = records[('yt_x-1', 102.0)]
+  assert rec['frames'].shape == (2, 48, 64, 3)
+  assert rec['key_index'] == 1
+  src = _source_means(ava_set / 'videos' / 'yt_x-1_000100_000104.mp4')
+  _assert_frames_are(rec['frames'], src, [19, 20])
+
+
+def test_clip_frame_indices():
+  idx, key = ava.clip_frame_indices(
+      2.0, 25.0, ava.ClipOptions(num_frames=4, stride=2, fps=30))
+  # Times 2 + (-2, -1, 0, 1) * 2/30 s at 25 fps.
+  np.testing.assert_array_equal(idx, np.round(
+      (2.0 + np.array([-2, -1, 0, 1]) * 2 / 30) * 25))
+  assert key == 2

@@ -1,0 +1,176 @@
+"""Tests of the AVA record decoder / parser: shapes, labels, box geometry."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dataloaders import ava_parser
+from dataloaders.converters import ava as ava_converter
+
+
+def _record(height=8, width=16, num_frames=4, with_dets=True):
+  """Frames: left half dark (40), right half bright (200), plus frame id."""
+  frames = np.zeros((num_frames, height, width, 3), np.uint8)
+  frames[:, :, :width // 2] = 40
+  frames[:, :, width // 2:] = 200
+  kf = ava_converter.KeyFrame(
+      video_id='vidA', timestamp=902.0,
+      boxes=np.array([[0.1, 0.0, 0.5, 0.5], [0.2, 0.5, 0.9, 1.0]],
+                     np.float32),
+      labels=[[1, 12], [80]], person_ids=[0, 1])
+  if with_dets:
+    kf.detection_boxes = np.array([[0., 0., .5, .5], [0., .5, 1., 1.],
+                                   [.2, .2, .3, .3]], np.float32)
+    kf.detection_scores = np.array([0.3, 0.9, 0.05], np.float32)
+  return ava_converter.make_key_frame_example(
+      kf, frames, num_frames // 2).SerializeToString()
+
+
+def _parse(record, **kwargs):
+  decoded = ava_parser.Decoder().decode(tf.constant(record))
+  return {k: v.numpy() for k, v in ava_parser.Parser(**kwargs)(decoded).items()}
+
+
+def test_eval_shapes_and_multi_hot_labels():
+  out = _parse(_record(), num_frames=2, crop_size=(8, 16), max_boxes=3,
+               num_classes=80, is_training=False)
+  assert out['image'].shape == (2, 8, 16, 3)
+  assert out['image'].dtype == np.float32
+  assert 0.0 <= out['image'].min() and out['image'].max() <= 1.0
+  assert out['boxes'].shape == (3, 4) and out['labels'].shape == (3, 80)
+  np.testing.assert_array_equal(out['box_mask'], [1, 1, 0])
+  expected = np.zeros((3, 80), np.float32)
+  expected[0, [0, 11]] = 1  # action ids 1 and 12
+  expected[1, 79] = 1       # action id 80
+  np.testing.assert_array_equal(out['labels'], expected)
+  # Same aspect as the frame: the centred window is the whole frame.
+  np.testing.assert_allclose(out['boxes'][:2], [[.1, 0., .5, .5],
+                                                [.2, .5, .9, 1.]], atol=1e-6)
+  np.testing.assert_allclose(out['original_boxes'], out['boxes'], atol=1e-6)
+  assert out['video_id'] == b'vidA'
+  assert out['timestamp'] == pytest.approx(902.0)
+  np.testing.assert_allclose(out['image'][0, :, :8], 40 / 255, atol=0.02)
+
+
+def test_eval_center_crop_transforms_boxes():
+  # 8x16 frame, square output: the window is columns 4..12 (x 0.25..0.75).
+  out = _parse(_record(), num_frames=4, crop_size=4, max_boxes=2,
+               num_classes=80, is_training=False)
+  assert out['image'].shape == (4, 4, 4, 3)
+  np.testing.assert_allclose(out['boxes'], [[.1, 0., .5, .5],
+                                            [.2, .5, .9, 1.]], atol=1e-6)
+  out = _parse(_record(), num_frames=4, crop_size=4, max_boxes=2,
+               num_classes=80, is_training=False)
+  # Second box x 0.5..1.0 -> (0.5-0.25)/0.5 .. clipped 1.0.
+  kf = ava_converter.KeyFrame('v', 1.0, np.array([[0., .3, 1., .6]],
+                                                 np.float32), [[2]], [0])
+  rec = ava_converter.make_key_frame_example(
+      kf, np.zeros((2, 8, 16, 3), np.uint8), 1).SerializeToString()
+  out = _parse(rec, num_frames=2, crop_size=4, max_boxes=1, num_classes=3,
+               is_training=False)
+  np.testing.assert_allclose(out['boxes'], [[0., .1, 1., .7]], atol=1e-6)
+  np.testing.assert_allclose(out['original_boxes'], [[0., .3, 1., .6]],
+                             atol=1e-6)
+  np.testing.assert_array_equal(out['labels'], [[0., 1., 0.]])
+
+
+def test_truncation_to_max_boxes():
+  out = _parse(_record(), num_frames=1, crop_size=(8, 16), max_boxes=1,
+               num_classes=80, is_training=False)
+  np.testing.assert_array_equal(out['box_mask'], [1])
+  np.testing.assert_allclose(out['boxes'], [[.1, 0., .5, .5]], atol=1e-6)
+
+
+def test_training_flip_moves_pixels_and_boxes_together():
+  record = _record(height=16, width=16)
+  decoded = ava_parser.Decoder().decode(tf.constant(record))
+  parser = ava_parser.Parser(num_frames=2, crop_size=16, max_boxes=2,
+                             num_classes=80, is_training=True,
+                             train_crop_scale=(1.0, 1.0), seed=3)
+  seen = set()
+  for _ in range(12):
+    out = parser(decoded)
+    image, boxes = out['image'].numpy(), out['boxes'].numpy()
+    flipped = image[0, :, :8].mean() > image[0, :, 8:].mean()
+    seen.add(bool(flipped))
+    if flipped:
+      want = [[.1, .5, .5, 1.], [.2, 0., .9, .5]]
+    else:
+      want = [[.1, 0., .5, .5], [.2, .5, .9, 1.]]
+    np.testing.assert_allclose(boxes, want, atol=1e-6)
+    np.testing.assert_array_equal(out['box_mask'].numpy(), [1, 1])
+  assert seen == {True, False}
+  np.testing.assert_allclose(
+      ava_parser.flip_boxes_left_right(tf.constant([[.1, .2, .3, .7]])),
+      [[.1, .3, .3, .8]], atol=1e-6)
+
+
+def test_training_crop_keeps_boxes_on_pixels():
+  # Random crops of a frame whose bright region is the 2nd box exactly.
+  frames = np.full((1, 16, 16, 3), 10, np.uint8)
+  frames[:, 4:12, 8:16] = 250
+  kf = ava_converter.KeyFrame('v', 1.0, np.array([[.25, .5, .75, 1.]],
+                                                 np.float32), [[1]], [0])
+  rec = ava_converter.make_key_frame_example(kf, frames, 0).SerializeToString()
+  decoded = ava_parser.Decoder().decode(tf.constant(rec))
+  parser = ava_parser.Parser(num_frames=1, crop_size=32, max_boxes=1,
+                             num_classes=1, is_training=True,
+                             train_crop_scale=(0.6, 0.9), seed=1)
+  for _ in range(5):
+    out = parser(decoded)
+    image = out['image'].numpy()[0, ..., 0]
+    ymin, xmin, ymax, xmax = (out['boxes'].numpy()[0] * 32).round().astype(
+        int)
+    # 2-3x upsampling blurs the edge over ~3 output pixels.
+    inside = image[ymin + 3:ymax - 3, xmin + 3:xmax - 3]
+    assert inside.size > 0 and inside.min() > 0.85
+    outside = image.copy()
+    outside[max(ymin - 3, 0):ymax + 3, max(xmin - 3, 0):xmax + 3] = 0
+    assert outside.max() < 0.15
+
+
+def test_box_jitter_is_bounded():
+  decoded = ava_parser.Decoder().decode(tf.constant(_record(16, 16)))
+  parser = ava_parser.Parser(num_frames=1, crop_size=16, max_boxes=2,
+                             num_classes=80, is_training=True, box_jitter=0.1,
+                             train_crop_scale=(1.0, 1.0), random_flip=False)
+  base = np.array([[.1, 0., .5, .5], [.2, .5, .9, 1.]])
+  hw = np.concatenate([base[:, 2:] - base[:, :2]] * 2, axis=-1)
+  moved = False
+  for _ in range(5):
+    boxes = parser(decoded)['boxes'].numpy()
+    assert np.all(np.abs(boxes - base) <= 0.1 * hw + 1e-6)
+    moved |= bool(np.any(np.abs(boxes - base) > 1e-4))
+  assert moved
+
+
+def test_detection_boxes_for_evaluation():
+  out = _parse(_record(16, 16), num_frames=1, crop_size=16, max_boxes=3,
+               num_classes=80, is_training=False, use_detections=True,
+               detection_score_threshold=0.1)
+  # Score 0.05 dropped; sorted by score.
+  np.testing.assert_allclose(out['original_boxes'],
+                             [[0., .5, 1., 1.], [0., 0., .5, .5], [0] * 4],
+                             atol=1e-6)
+  np.testing.assert_allclose(out['box_scores'], [.9, .3, 0.], atol=1e-6)
+  np.testing.assert_array_equal(out['box_mask'], [1, 1, 0])
+  assert out['labels'].sum() == 0
+  with pytest.raises(ValueError, match='use_detections'):
+    ava_parser.Parser(1, 16, 3, 80, use_detections=True, is_training=True)
+
+
+def test_action_id_above_num_classes_is_a_clear_error():
+  decoded = ava_parser.Decoder().decode(tf.constant(_record()))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match='above num_classes'):
+    ava_parser.Parser(1, 8, 2, 60, is_training=False)(decoded)
+
+
+def test_in_tf_data_pipeline():
+  ds = tf.data.Dataset.from_tensor_slices([_record(), _record()])
+  parser = ava_parser.Parser(num_frames=2, crop_size=8, max_boxes=4,
+                             num_classes=80, is_training=True)
+  ds = ds.map(ava_parser.Decoder().decode).map(parser.parse_fn(True))
+  batch = next(iter(ds.batch(2)))
+  assert batch['image'].shape == (2, 2, 8, 8, 3)
+  assert batch['labels'].shape == (2, 4, 80)
+  assert batch['box_mask'].shape == (2, 4)
