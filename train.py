@@ -23,7 +23,9 @@ from absl import app
 from absl import flags
 from absl import logging
 import gin
+import numpy as np
 import tensorflow as tf
+import tf_keras
 
 from official.common import distribute_utils
 from official.common import flags as tfm_flags
@@ -35,10 +37,43 @@ from official.modeling import performance
 from tasks import registry_imports  # pylint: disable=unused-import
 
 FLAGS = flags.FLAGS
+flags.DEFINE_integer(
+    'seed', None, 'Seeds Python, NumPy and TensorFlow; with --deterministic a '
+    'restarted run reproduces an uninterrupted one.')
+flags.DEFINE_bool(
+    'deterministic', False, 'Enables TensorFlow op determinism (slower).')
+
+
+class NonFiniteLossGuard:
+  """Stops training at a non-finite loss, before any checkpoint of it.
+
+  Orbit runs train actions before it saves a checkpoint, so raising here
+  leaves the last good checkpoint as the newest one on disk.
+  """
+
+  def __init__(self, global_step: tf.Variable):
+    self._global_step = global_step
+
+  def __call__(self, output):
+    first = output.get('first_nonfinite_step')
+    loss = output.get('training_loss')
+    step = int(self._global_step.numpy())
+    if first is not None and float(first) >= 0:
+      raise RuntimeError(
+          f'Non-finite loss at training step {int(first)} (loop ending at '
+          f'step {step}); stopping without writing a checkpoint for it.')
+    if loss is not None and not np.isfinite(float(loss)):
+      raise RuntimeError(
+          f'Non-finite mean training loss ({float(loss)}) in the loop ending '
+          f'at step {step}; stopping without writing a checkpoint for it.')
 
 
 def main(_):
   gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_params)
+  if FLAGS.seed is not None:
+    tf_keras.utils.set_random_seed(FLAGS.seed)
+  if FLAGS.deterministic:
+    tf.config.experimental.enable_op_determinism()
   params = train_utils.parse_configuration(FLAGS)
   model_dir = FLAGS.model_dir
   if 'train' in FLAGS.mode:
@@ -55,12 +90,19 @@ def main(_):
       tpu_address=params.runtime.tpu)
   with strategy.scope():
     task = task_factory.get_task(params.task, logging_dir=model_dir)
+    trainer = train_utils.create_trainer(
+        params, task, train='train' in FLAGS.mode,
+        evaluate=('eval' in FLAGS.mode),
+        checkpoint_exporter=train_utils.maybe_create_best_ckpt_exporter(
+            params, model_dir))
   train_lib.run_experiment(
       distribution_strategy=strategy,
       task=task,
       mode=FLAGS.mode,
       params=params,
-      model_dir=model_dir)
+      model_dir=model_dir,
+      trainer=trainer,
+      train_actions=[NonFiniteLossGuard(trainer.global_step)])
   train_utils.save_gin_config(FLAGS.mode, model_dir)
 
 

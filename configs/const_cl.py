@@ -33,7 +33,7 @@ class DataConfig(cfg.DataConfig):
   first use in a cache folder and read from there.
   """
   input_path: str = ''
-  toy_world_split: str = ''  # '' | train | validation
+  toy_world_split: Optional[str] = ''  # '' | train | validation
   global_batch_size: int = 1024
   is_training: bool = True
   drop_remainder: bool = True
@@ -150,7 +150,8 @@ def validate_pretrain_task(task: ConstCLPretrainTask) -> None:
     if data.region_source not in REGION_SOURCES:
       raise ValueError(f'task.{data_name}.region_source must be one of '
                        f'{REGION_SOURCES}, got {data.region_source!r}')
-    if data.toy_world_split not in ('', 'train', 'validation'):
+    # `--params_override=...toy_world_split=` parses to None: same as ''.
+    if data.toy_world_split not in ('', None, 'train', 'validation'):
       raise ValueError(f'task.{data_name}.toy_world_split must be "", train '
                        f'or validation, got {data.toy_world_split!r}')
     if not 0 < data.min_box_size <= data.max_box_size <= 1:

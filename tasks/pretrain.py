@@ -26,6 +26,31 @@ METRIC_NAMES = (
 )
 
 
+class FirstNonFiniteStep(tf_keras.metrics.Metric):
+  """The first training step (1-based) whose loss was not finite, else -1.
+
+  Every replica sees the same value: the finiteness flag is all-reduced in
+  the train step before it reaches this metric.
+  """
+
+  def __init__(self, name='first_nonfinite_step', **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.first = self.add_weight(
+        name='first', initializer=tf_keras.initializers.Constant(-1.0),
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+  def update_state(self, step, finite):
+    step = tf.cast(step, tf.float32)
+    take = tf.logical_and(tf.logical_not(finite), self.first < 0)
+    self.first.assign(tf.where(take, step, self.first))
+
+  def result(self):
+    return self.first
+
+  def reset_state(self):
+    self.first.assign(-1.0)
+
+
 def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
   """The file pattern to read; creates the toy world when asked for.
 
@@ -209,17 +234,20 @@ class ConstCLPretrainTask(base_task.Task):
         cycle_length=params.cycle_length or 8, seed=params.seed,
         input_context=input_context,
         skip_bad_records=params.skip_bad_records,
-        drop_remainder=params.drop_remainder,
         deterministic=params.deterministic)
     return dataset.map(stack_views, num_parallel_calls=tf.data.AUTOTUNE)
 
   def build_metrics(self, training: bool = True) -> List[tf_keras.metrics.Metric]:
-    return [tf_keras.metrics.Mean(name=n) for n in METRIC_NAMES]
+    metrics = [tf_keras.metrics.Mean(name=n) for n in METRIC_NAMES]
+    if training:
+      metrics.append(FirstNonFiniteStep())
+    return metrics
 
   def _update_metrics(self, metrics, logs):
     if metrics:
       for metric in metrics:
-        metric.update_state(logs[metric.name])
+        if metric.name in logs:
+          metric.update_state(logs[metric.name])
 
   def _forward(self, features, model, training):
     outputs = model(features, training=training)
@@ -247,6 +275,17 @@ class ConstCLPretrainTask(base_task.Task):
       grads = optimizer.get_unscaled_gradients(grads)
     optimizer.apply_gradients(list(zip(grads, tvars)))
     self._update_metrics(metrics, logs)
+    if metrics:
+      # All replicas agree on whether this step was finite, so the guard in
+      # train.py stops every worker at the same step.
+      bad = tf.cast(tf.logical_not(tf.math.is_finite(total_loss)), tf.float32)
+      ctx = tf.distribute.get_replica_context()
+      if ctx is not None and ctx.num_replicas_in_sync > 1:
+        bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, bad)
+      for metric in metrics:
+        if isinstance(metric, FirstNonFiniteStep):
+          # `iterations` counts applied updates: this step's 1-based index.
+          metric.update_state(optimizer.iterations, bad == 0)
     return {self.loss: total_loss}
 
   def validation_step(self, inputs, model: tf_keras.Model, metrics=None):

@@ -1,0 +1,95 @@
+"""train.py end to end on the toy world, and its failure modes."""
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ('trainer.train_steps=2,trainer.steps_per_loop=1,'
+        'trainer.summary_interval=1,trainer.checkpoint_interval=2,'
+        'trainer.validation_interval=2,trainer.validation_steps=1,'
+        'task.train_data.global_batch_size=4,'
+        'task.validation_data.global_batch_size=4')
+
+
+def run_train(model_dir, *extra, overrides=TINY, mode='train_and_eval',
+              experiment='const_cl_pretrain_toy', timeout=600):
+  cmd = [sys.executable, os.path.join(REPO, 'train.py'),
+         f'--experiment={experiment}', f'--mode={mode}',
+         f'--model_dir={model_dir}']
+  if overrides:
+    cmd.append(f'--params_override={overrides}')
+  cmd.extend(extra)
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                        cwd=REPO)
+
+
+def test_two_step_train_and_eval_on_the_toy_world(tmp_path):
+  model_dir = str(tmp_path / 'run')
+  proc = run_train(model_dir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(model_dir, 'params.yaml')) as f:
+    params = yaml.load(f, Loader=yaml.FullLoader)  # tuples are tagged
+  assert params['trainer']['train_steps'] == 2
+  assert params['task']['train_data']['global_batch_size'] == 4
+  assert os.path.exists(os.path.join(model_dir, 'ckpt-2.index'))
+  assert glob.glob(os.path.join(model_dir, 'train', 'events.out.tfevents.*'))
+  assert glob.glob(os.path.join(model_dir, 'validation',
+                                'events.out.tfevents.*'))
+  log = proc.stderr
+  # Both losses and their diagnostics were computed in training and eval.
+  for key in ('global_loss', 'local_loss', 'global_contrastive_accuracy',
+              'local_contrastive_accuracy', 'validation_loss'):
+    assert f"'{key}'" in log, key
+  assert "'first_nonfinite_step': np.float32(-1.0)" in log
+
+
+def test_missing_input_path_fails_before_the_model_is_built(tmp_path):
+  proc = run_train(
+      str(tmp_path / 'run'), mode='train',
+      overrides=TINY + ',task.train_data.toy_world_split=,'
+      'task.train_data.input_path=/nonexistent/k400/train-*.tfrecord')
+  assert proc.returncode != 0
+  assert ("task.train_data.input_path='/nonexistent/k400/train-*.tfrecord' "
+          'matches no file') in proc.stderr
+  # The error came before the trainer built the model.
+  assert 'Number of trainable params' not in proc.stderr
+  assert 'build_model' not in proc.stderr.split('matches no file')[0][-2000:]
+
+
+def test_empty_input_path_names_the_field(tmp_path):
+  proc = run_train(str(tmp_path / 'run'), mode='train',
+                   overrides=TINY + ',task.train_data.toy_world_split=')
+  assert proc.returncode != 0
+  assert 'task.train_data.input_path is empty' in proc.stderr
+
+
+def test_unknown_override_key_is_an_error(tmp_path):
+  proc = run_train(str(tmp_path / 'run'), mode='train',
+                   overrides=TINY + ',task.losses.local_wieght=0.5')
+  assert proc.returncode != 0
+  assert 'local_wieght' in proc.stderr
+
+
+def test_nonfinite_loss_stops_with_the_step_and_writes_no_checkpoint(
+    tmp_path):
+  # A learning rate of 1e30 blows the weights up within a few steps.
+  model_dir = str(tmp_path / 'run')
+  proc = run_train(
+      model_dir, mode='train',
+      overrides=TINY.replace('trainer.train_steps=2', 'trainer.train_steps=6')
+      .replace('trainer.checkpoint_interval=2', 'trainer.checkpoint_interval=1')
+      + ',trainer.optimizer_config.learning_rate.cosine.initial_learning_rate'
+      '=1e30,trainer.optimizer_config.warmup.linear.warmup_steps=0')
+  assert proc.returncode != 0
+  assert 'Non-finite loss at training step' in proc.stderr
+  step = int(proc.stderr.split('Non-finite loss at training step ')[1]
+             .split(' ')[0])
+  assert 1 <= step <= 6
+  ckpts = sorted(int(p.split('ckpt-')[1].split('.')[0]) for p in
+                 glob.glob(os.path.join(model_dir, 'ckpt-*.index')))
+  # Checkpoints exist only for steps before the bad one.
+  assert all(c < step for c in ckpts), (ckpts, step)
