@@ -6,8 +6,18 @@ a test imports this module and checks each registration is there, so a
 missing module fails in CI rather than when a user launches a job.
 """
 # pylint: disable=unused-import
+from configs import ablations
+from configs import action_localization
 from configs import backbones
 from configs import const_cl
+from configs import video_classification
+from modeling import action_localization_model
+from modeling import classification_model
 from modeling import const_cl_model
 from modeling.backbones import resnet_3d_y
+from tasks import action_localization as action_localization_task
 from tasks import pretrain
+from tasks import video_classification as video_classification_task
+from configs import tracking
+from modeling import tracking_model
+from tasks import tracking as tracking_task

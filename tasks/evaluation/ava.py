@@ -88,7 +88,8 @@ class AvaRow:
     video_id: the video (AVA movie id or Kinetics YouTube id).
     timestamp: key-frame time in seconds, normalized (`normalize_timestamp`).
     box: (x1, y1, x2, y2) normalized coordinates, as in the CSV.
-    action_id: 1-based action id.
+    action_id: 1-based action id; -1 for a detection row without one (a
+      person-detector box).
     person_id: person id, -1 when the file has none.
     score: detection score, None for ground truth.
   """
@@ -248,7 +249,10 @@ def parse_row(fields: Sequence[str], kind: str,
       return None, MALFORMED
     timestamp = normalize_timestamp(fields[1])
     coords = [float(v) for v in fields[2:6]]
-    action_id = int(fields[6])
+    # Person-detector CSVs (e.g. ava_val_predicted_boxes.csv) leave the
+    # action id empty: such a row is a box only (action_id -1).
+    action_id = (-1 if kind == 'detections' and fields[6] == ''
+                 else int(fields[6]))
     person_id = -1
     score = None
     if kind == 'groundtruth':

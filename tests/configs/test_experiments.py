@@ -9,7 +9,7 @@ import pytest
 from official.core import exp_factory
 from official.modeling import hyperparams
 
-from configs import const_cl  # pylint: disable=unused-import
+from tasks import registry_imports  # pylint: disable=unused-import
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 YAMLS = sorted(glob.glob(os.path.join(REPO, 'configs', 'yaml', '*.yaml')))

@@ -1,0 +1,129 @@
+"""Action-transformer head, its masked loss and the localization model."""
+import numpy as np
+import tensorflow as tf
+
+from official.core import exp_factory
+from official.vision.modeling import factory_3d
+import tf_keras
+
+from configs import action_localization as al_cfg
+from modeling import action_localization_model
+from modeling.heads import action_transformer
+
+
+def _head_and_inputs(batch=2, boxes=3, channels=16, t=4, size=2,
+                     num_classes=5):
+  head = action_transformer.ActionTransformerHead(
+      num_classes=num_classes, num_layers=2, num_heads=2, hidden_dim=8,
+      mlp_dim=12, roi_crop_size=2, dropout_rate=0.0)
+  rng = np.random.default_rng(0)
+  feats = tf.constant(rng.normal(size=(batch, t, size, size, channels)),
+                      tf.float32)
+  box = tf.constant(np.tile([[0.1, 0.2, 0.6, 0.9]], (batch, boxes, 1)),
+                    tf.float32)
+  return head, feats, box
+
+
+def test_key_frame_is_the_centre_slice():
+  assert [action_transformer.key_frame_index(t) for t in (1, 2, 4, 8, 16)] \
+      == [0, 1, 2, 4, 8]
+
+
+def test_head_shapes_and_attention_over_all_tokens():
+  head, feats, boxes = _head_and_inputs()
+  out = head(feats, boxes)
+  assert out['logits'].shape == (2, 3, 5)
+  assert out['logits'].dtype == tf.float32
+  # [B, heads, M, T*H*W]: every query attends to all 4*2*2 clip tokens.
+  assert out['attention'].shape == (2, 2, 3, 16)
+  np.testing.assert_allclose(out['attention'].numpy().sum(-1), 1.0,
+                             atol=1e-5)
+
+
+def test_query_comes_from_the_key_frame_and_keys_from_the_clip():
+  head, feats, boxes = _head_and_inputs()
+  base = head(feats, boxes)['logits'].numpy()
+  # A non-key frame changes the logits only through the keys/values.
+  f = feats.numpy()
+  f[:, 0] += 3.0
+  changed = head(tf.constant(f), boxes)['logits'].numpy()
+  assert np.abs(changed - base).max() > 1e-4
+  # Different boxes on the same clip give different logits.
+  other = tf.constant(np.tile([[0.5, 0.0, 1.0, 0.4]], (2, 3, 1)), tf.float32)
+  assert np.abs(head(feats, other)['logits'].numpy() - base).max() > 1e-4
+
+
+def _np_loss(labels, logits, mask, num_valid=None):
+  # Independent reference: BCE = max(x, 0) - x*z + log(1 + exp(-|x|)).
+  bce = (np.maximum(logits, 0) - logits * labels +
+         np.log1p(np.exp(-np.abs(logits))))
+  per_box = bce.mean(-1)
+  n = mask.sum() if num_valid is None else num_valid
+  return (per_box * mask).sum() / max(n, 1.0)
+
+
+def test_masked_sigmoid_loss_matches_numpy():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 4, 6)).astype(np.float32) * 3
+  labels = (rng.uniform(size=(2, 4, 6)) < 0.3).astype(np.float32)
+  mask = np.array([[1, 1, 0, 0], [1, 0, 0, 0]], np.float32)
+  got = action_transformer.masked_sigmoid_cross_entropy(labels, logits, mask)
+  np.testing.assert_allclose(got.numpy(), _np_loss(labels, logits, mask),
+                             rtol=1e-5)
+  # Padded boxes do not matter, whatever their logits.
+  logits2 = logits.copy()
+  logits2[0, 2:] = 100.0
+  got2 = action_transformer.masked_sigmoid_cross_entropy(labels, logits2,
+                                                         mask)
+  np.testing.assert_allclose(got2.numpy(), got.numpy(), rtol=1e-6)
+  # An explicit (global) normalizer.
+  got3 = action_transformer.masked_sigmoid_cross_entropy(labels, logits,
+                                                         mask, num_valid=6.0)
+  np.testing.assert_allclose(got3.numpy(),
+                             _np_loss(labels, logits, mask, 6.0), rtol=1e-5)
+
+
+def test_loss_at_zero_logits_is_log2_and_zero_without_boxes():
+  labels = np.zeros([1, 2, 3], np.float32)
+  logits = np.zeros([1, 2, 3], np.float32)
+  got = action_transformer.masked_sigmoid_cross_entropy(
+      labels, logits, np.array([[1, 0]], np.float32))
+  np.testing.assert_allclose(got.numpy(), np.log(2.0), rtol=1e-6)
+  none = action_transformer.masked_sigmoid_cross_entropy(
+      labels, logits, np.zeros([1, 2], np.float32))
+  assert none.numpy() == 0.0
+
+
+def test_global_valid_boxes_sums_over_replicas():
+  strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  masks = [tf.constant([[1.0, 1.0, 0.0]]), tf.constant([[1.0, 0.0, 0.0]])]
+  per_replica = strategy.experimental_distribute_values_from_function(
+      lambda ctx: masks[ctx.replica_id_in_sync_group])
+  result = strategy.run(action_transformer.global_valid_boxes,
+                        args=(per_replica,))
+  values = [float(v) for v in strategy.experimental_local_results(result)]
+  assert values == [3.0, 3.0]
+
+
+def test_head_compiles_with_xla():
+  head, feats, boxes = _head_and_inputs()
+  eager = head(feats, boxes)['logits']
+  compiled = tf.function(lambda f, b: head(f, b)['logits'], jit_compile=True)
+  np.testing.assert_allclose(compiled(feats, boxes).numpy(), eager.numpy(),
+                             atol=1e-4)
+
+
+def test_registered_builder_reads_res5r():
+  config = exp_factory.get_exp_config('const_cl_ava_toy').task
+  model = factory_3d.build_model(
+      'const_cl_action_localization',
+      input_specs=tf_keras.layers.InputSpec(shape=[None, 8, 32, 32, 3]),
+      model_config=config.model, num_classes=al_cfg.TOY_NUM_CLASSES)
+  assert isinstance(model, action_localization_model.ActionLocalizationModel)
+  out = model({'image': tf.zeros([2, 8, 32, 32, 3]),
+               'boxes': tf.fill([2, 4, 4], 0.5) +
+                        tf.constant([-0.25, -0.25, 0.25, 0.25])})
+  assert out['logits'].shape == (2, 4, 8)
+  np.testing.assert_allclose(out['scores'].numpy(),
+                             tf.sigmoid(out['logits']).numpy(), atol=1e-6)
+  assert set(model.checkpoint_items) == {'backbone', 'head'}

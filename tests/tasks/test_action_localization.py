@@ -1,0 +1,189 @@
+"""AVA task: experiments, YAMLs, and host-side aggregation to CSV + mAP."""
+import csv
+import glob
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.core import exp_factory
+from official.modeling import hyperparams
+
+from configs import action_localization as al_cfg
+from tasks import action_localization
+from tasks.evaluation import ava as ava_eval
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+AVA_YAMLS = sorted(glob.glob(os.path.join(REPO, 'configs', 'yaml',
+                                          'const_cl_ava_*.yaml')))
+
+
+@pytest.mark.parametrize('name', ['const_cl_ava_v22', 'const_cl_ava_kinetics',
+                                  'const_cl_ava_toy'])
+def test_experiments_build_and_validate(name):
+  config = exp_factory.get_exp_config(name)
+  config.validate()
+  config.lock()
+  assert config.task.model.feature_endpoint == '5r'
+  assert config.task.init_checkpoint_modules == 'backbone'
+
+
+def test_real_experiments_hold_the_spec_settings():
+  config = exp_factory.get_exp_config('const_cl_ava_v22')
+  assert config.task.num_classes == 80
+  assert tuple(config.task.train_data.feature_shape) == (32, 224, 224, 3)
+  assert config.task.train_data.box_jitter > 0
+  assert config.task.model.backbone.resnet_3d_y.model_id == 50
+  toy = exp_factory.get_exp_config('const_cl_ava_toy')
+  assert toy.task.num_classes == 8
+  assert tuple(toy.task.train_data.feature_shape) == (8, 64, 64, 3)
+  assert toy.trainer.train_steps <= 500
+
+
+def test_yamls_load_strictly():
+  assert len(AVA_YAMLS) >= 3
+  for path in AVA_YAMLS:
+    with open(path) as f:
+      first, second = f.readline(), f.readline()
+    match = re.match(r'#\s*--experiment=(\S+)', first)
+    assert match, path
+    assert second.startswith('# ') and len(second) > 10, path
+    config = exp_factory.get_exp_config(match.group(1))
+    config = hyperparams.override_params_dict(config, path, is_strict=True)
+    config.validate()
+
+
+def test_validate_names_the_bad_field():
+  config = exp_factory.get_exp_config('const_cl_ava_toy')
+  config.task.validation_data.feature_shape = (8, 96, 96, 3)
+  with pytest.raises(ValueError, match='feature_shape'):
+    config.validate()
+  config = exp_factory.get_exp_config('const_cl_ava_toy')
+  config.task.model.backbone.resnet_3d_y.duplicate_res5 = False
+  with pytest.raises(ValueError, match='duplicate_res5'):
+    config.validate()
+  config = exp_factory.get_exp_config('const_cl_ava_toy')
+  config.task.train_data.use_detections = True
+  with pytest.raises(ValueError, match='use_detections'):
+    config.validate()
+
+
+def test_detection_rows_map_boxes_back_to_original_xy_order():
+  rows = action_localization.detection_rows(
+      video_ids=[b'v1', 'v2'], timestamps=np.array([902.0, 903.0]),
+      original_boxes=np.array([[[0.1, 0.2, 0.5, 0.6], [0, 0, 0, 0]],
+                               [[0.3, 0.0, 0.9, 0.4], [0, 0, 1, 1]]]),
+      box_mask=np.array([[1, 0], [1, 1]]),
+      scores=np.array([[[0.9, 0.2, 0.7], [1, 1, 1]],
+                       [[0.3, 0.8, 0.1], [0.5, 0.6, 0.4]]]),
+      action_ids=[1, 3])
+  got = [(r.video_id, r.timestamp, tuple(round(c, 6) for c in r.box),
+          r.action_id, round(r.score, 6)) for r in rows]
+  assert got == [
+      ('v1', 902.0, (0.2, 0.1, 0.6, 0.5), 1, 0.9),
+      ('v1', 902.0, (0.2, 0.1, 0.6, 0.5), 3, 0.7),
+      ('v2', 903.0, (0.0, 0.3, 0.4, 0.9), 1, 0.3),
+      ('v2', 903.0, (0.0, 0.3, 0.4, 0.9), 3, 0.1),
+      ('v2', 903.0, (0.0, 0.0, 1.0, 1.0), 1, 0.5),
+      ('v2', 903.0, (0.0, 0.0, 1.0, 1.0), 3, 0.4),
+  ]
+  with pytest.raises(ValueError, match='action ids'):
+    action_localization.detection_rows(['v'], [1.0], np.zeros([1, 1, 4]),
+                                       np.ones([1, 1]), np.zeros([1, 1, 2]),
+                                       action_ids=[3])
+
+
+def _write(path, text):
+  with open(path, 'w') as f:
+    f.write(text)
+  return path
+
+
+def test_aggregate_and_reduce_write_the_csv_and_compute_map(tmp_path):
+  # Ground truth: v1@902 one box of action 1; v2@903 one box of action 2.
+  gt = _write(tmp_path / 'gt.csv', 'v1,0902,0.2,0.1,0.6,0.5,1,0\n'
+                                   'v2,0903,0.0,0.3,0.4,0.9,2,0\n'
+                                   'v3,0904,0.0,0.0,0.5,0.5,1,0\n')
+  labelmap = _write(tmp_path / 'labels.pbtxt',
+                    'label { name: "a" label_id: 1 label_type: X }\n'
+                    'label { name: "b" label_id: 2 label_type: X }\n')
+  excl = _write(tmp_path / 'excl.csv', 'v3,0904\n')
+  config = exp_factory.get_exp_config('const_cl_ava_v22').task
+  config.num_classes = 3
+  config.evaluation.groundtruth_csv = str(gt)
+  config.evaluation.labelmap = str(labelmap)
+  config.evaluation.exclusions_csv = str(excl)
+  task = action_localization.ActionLocalizationTask(
+      config, logging_dir=str(tmp_path / 'model'))
+
+  def example(vid, ts, box, scores):
+    # Model boxes are padded to 2; the second is padding (mask 0).
+    return {'video_id': tf.constant([vid]), 'timestamp': tf.constant([ts]),
+            'original_boxes': tf.constant([[box, [0.0, 0.0, 1.0, 1.0]]]),
+            'box_mask': tf.constant([[1.0, 0.0]]),
+            'scores': tf.constant([[scores, [1.0, 1.0, 1.0]]])}
+
+  a = example('v1', 902.0, [0.1, 0.2, 0.5, 0.6], [0.9, 0.85, 0.7])
+  b = example('v2', 903.0, [0.3, 0.0, 0.9, 0.4], [0.3, 0.8, 0.1])
+  # Step 1 as two replicas (tuples), step 2 as one tensor per key.
+  state = task.aggregate_logs(None, {k: (a[k], b[k]) for k in a})
+  state = task.aggregate_logs(state, {k: b[k] for k in b})
+  result = task.reduce_aggregated_logs(state, tf.constant(7))
+
+  # Class 1: v1 0.9 TP, v2 0.3 FP, v2 0.3 FP -> AP 1. Class 2 (one gt at v2):
+  # v1 0.85 FP ranks above v2 0.8 TP (the duplicate v2 0.8 is FP) -> AP 0.5.
+  assert result['mAP'] == pytest.approx(0.75)
+  assert result['num_detection_rows'] == 3 * 2  # 3 boxes x 2 label-map ids
+  with open(tmp_path / 'model' / 'ava_detections.csv') as f:
+    lines = list(csv.reader(f))
+  assert lines[0] == ['v1', '0902', '0.200', '0.100', '0.600', '0.500', '1',
+                      '0.900000']
+  assert lines[1][-2:] == ['2', '0.850000']
+  # The written file gives the same mAP through the official-format reader.
+  again = ava_eval.evaluate_files(str(labelmap), str(gt),
+                                  str(tmp_path / 'model' /
+                                      'ava_detections.csv'), str(excl))
+  assert again['mAP'] == pytest.approx(0.75)
+  with open(tmp_path / 'model' / 'ava_eval_results.json') as f:
+    saved = json.load(f)
+  assert saved['global_step'] == 7 and saved['mAP'] == pytest.approx(0.75)
+
+
+def test_missing_input_path_is_a_clear_error():
+  config = exp_factory.get_exp_config('const_cl_ava_v22').task
+  task = action_localization.ActionLocalizationTask(config)
+  with pytest.raises(ValueError, match='train_data.input_path is empty'):
+    task.build_inputs(config.train_data)
+  config.train_data.input_path = '/nonexistent/ava-*.tfrecord'
+  with pytest.raises(ValueError, match='matches no file'):
+    task.build_inputs(config.train_data)
+
+
+def test_toy_dataset_is_converted_once_and_parsed(tmp_path):
+  toy = al_cfg.ToyAvaWorld(num_train_videos=1, num_validation_videos=1,
+                           cache_dir=str(tmp_path))
+  paths = action_localization.ensure_toy_ava_dataset(toy)
+  assert os.path.exists(os.path.join(paths['dir'], '_COMPLETE'))
+  assert glob.glob(paths['train']) and glob.glob(paths['validation'])
+  mtime = os.path.getmtime(paths['validation_groundtruth'])
+  assert action_localization.ensure_toy_ava_dataset(toy) == paths
+  assert os.path.getmtime(paths['validation_groundtruth']) == mtime
+  # Detector rows (empty action id) reached the records.
+  with open(os.path.join(paths['dir'], 'validation', 'records',
+                         'validation-summary.json')) as f:
+    summary = json.load(f)
+  assert not summary['bad_rows']['detections']
+  config = exp_factory.get_exp_config('const_cl_ava_toy').task
+  config.toy_world = toy
+  config.validation_data.use_detections = True
+  config.validation_data.global_batch_size = 2
+  task = action_localization.ActionLocalizationTask(config)
+  batch = next(iter(task.build_inputs(config.validation_data)))
+  assert batch['image'].shape == (2, 8, 64, 64, 3)
+  assert batch['boxes'].shape == (2, 8, 4)
+  assert batch['labels'].shape == (2, 8, 8)
+  scores = batch['box_scores'].numpy()[batch['box_mask'].numpy() > 0]
+  assert scores.min() >= 0.5  # detection_score_threshold
