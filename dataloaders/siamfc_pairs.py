@@ -187,8 +187,18 @@ class _PairTables:
 
 
 def _decode(path: tf.Tensor) -> tf.Tensor:
-  image = tf.io.decode_image(tf.io.read_file(path), channels=3,
-                             expand_animations=False)
+  data = tf.io.read_file(path)
+  # decode_image's own error does not name the file: check the signature
+  # (JPEG, PNG, BMP, GIF) first so a bad frame fails naming its path.
+  head = tf.strings.substr(data, 0, 3)
+  known = tf.reduce_any(tf.stack([
+      tf.equal(head, b'\xff\xd8\xff'), tf.equal(head, b'\x89PN'),
+      tf.equal(tf.strings.substr(head, 0, 2), b'BM'),
+      tf.equal(head, b'GIF')]))
+  with tf.control_dependencies([tf.debugging.Assert(
+      known, ['cannot read frame (not a JPEG/PNG/BMP/GIF image):', path])]):
+    data = tf.identity(data)
+  image = tf.io.decode_image(data, channels=3, expand_animations=False)
   return tf.image.convert_image_dtype(image, tf.float32)
 
 
