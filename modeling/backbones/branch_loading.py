@@ -1,0 +1,273 @@
+"""Loads one res5 branch of a pretraining checkpoint into a single-res5 backbone.
+
+A ConST-CL pretraining checkpoint holds a Y backbone (`ResNet3DY` with
+`duplicate_res5=True`: stem, res2-res4, `res5g`, `res5r`) saved by the Model
+Garden trainer as `tf.train.Checkpoint(global_step=..., model=...,
+optimizer=..., backbone=...)` (the pretraining model's `checkpoint_items`
+put the backbone at the top level). A CVRL checkpoint (our pretraining with
+`local_loss: none`, or the `c5` / `c4p` ablations) holds a plain backbone
+with one res5.
+
+Downstream models use a single-branch backbone (`duplicate_res5=False`).
+`load_backbone_branch` restores the checkpoint's backbone into a temporary
+backbone of the checkpoint's kind, built by the caller's `build_backbone`
+callable, then copies stem..res4 and the chosen res5 branch into the target
+layer by layer. Everything is checked: a missing path, a checkpoint without a
+backbone, a backbone of neither kind, a variable of the target left
+unrestored or a shape mismatch each raise a `ValueError` naming the path and
+what was expected.
+"""
+from typing import Callable, Dict, List, Sequence, Tuple
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+BRANCH_ENDPOINTS = {'res5g': '5g', 'res5r': '5r'}
+_VALUE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
+
+
+def resolve_checkpoint_path(path: str, field: str = 'task.init_checkpoint'
+                            ) -> str:
+  """A checkpoint file prefix from a model dir or a prefix.
+
+  Args:
+    path: A model dir (its latest checkpoint is used) or a checkpoint prefix.
+    field: The config field that gave `path`, for the error message.
+
+  Returns:
+    The checkpoint prefix.
+
+  Raises:
+    ValueError: naming `field` and `path` when there is no checkpoint there.
+  """
+  if not path:
+    raise ValueError(f'{field} is empty: expected a pretraining model dir or '
+                     'checkpoint prefix')
+  if tf.io.gfile.isdir(path):
+    latest = tf.train.latest_checkpoint(path)
+    if not latest:
+      raise ValueError(
+          f'{field}={path!r} is a directory without a checkpoint (no '
+          '"checkpoint" index file naming a ckpt-N): expected the model dir '
+          'of a ConST-CL/CVRL pretraining run')
+    return latest
+  if not tf.io.gfile.exists(path + '.index'):
+    raise ValueError(
+        f'{field}={path!r} does not exist: expected a pretraining model dir '
+        f'or a checkpoint prefix with {path}.index beside it')
+  return path
+
+
+def backbone_checkpoint_keys(path: str) -> List[str]:
+  """The variable keys stored under the checkpoint's top-level `backbone`."""
+  return sorted(
+      name for name, _ in tf.train.list_variables(path)
+      if name.startswith('backbone/') and name.endswith(_VALUE_SUFFIX)
+      and '.OPTIMIZER_SLOT' not in name)
+
+
+def _keras_producer(tensor) -> Tuple[tf_keras.layers.Layer, List]:
+  """(layer, input tensors) of the node that produced a functional tensor."""
+  layer, node_index, _ = tensor._keras_history  # pylint: disable=protected-access
+  node = layer._inbound_nodes[node_index]  # pylint: disable=protected-access
+  return layer, tf.nest.flatten(node.keras_inputs)
+
+
+def layer_variables(layer: tf_keras.layers.Layer) -> List[tf.Variable]:
+  """A layer's variables in creation order, whatever its `trainable` state.
+
+  `layer.weights` lists trainable variables first, so a frozen copy of a
+  layer orders them differently from a trainable one; the per-sublayer
+  creation lists do not change when `trainable` does.
+  """
+  out = []
+  # pylint: disable=protected-access
+  for sub in layer._flatten_layers(include_self=True, recursive=True):
+    out.extend(sub._trainable_weights + sub._non_trainable_weights)
+  # pylint: enable=protected-access
+  seen = set()
+  return [v for v in out if not (v.ref() in seen or seen.add(v.ref()))]
+
+
+def layers_between(model: tf_keras.Model, output, stop) -> List[
+    tf_keras.layers.Layer]:
+  """Layers with weights on the paths from `stop` tensors to `output`.
+
+  Args:
+    model: A functional model.
+    output: One of its (symbolic) output tensors.
+    stop: Symbolic tensors where the walk stops (their producers excluded);
+      empty to walk back to the inputs.
+
+  Returns:
+    The layers, in `model.layers` order (creation order, so the same order
+    for two models built by the same code).
+  """
+  stop_ids = {id(t) for t in stop}
+  seen = set()
+  stack = [output]
+  while stack:
+    tensor = stack.pop()
+    if id(tensor) in stop_ids:
+      continue
+    layer, inputs = _keras_producer(tensor)
+    if id(layer) in seen:
+      continue
+    seen.add(id(layer))
+    stack.extend(inputs)
+  return [l for l in model.layers if id(l) in seen and l.weights]
+
+
+def branch_layers(backbone: tf_keras.Model, endpoint: str
+                  ) -> Tuple[List[tf_keras.layers.Layer],
+                             List[tf_keras.layers.Layer]]:
+  """(trunk layers: stem..res4, branch layers: res4 -> `endpoint`)."""
+  outputs = backbone.output
+  if endpoint not in outputs:
+    raise ValueError(f'backbone has no endpoint {endpoint!r}; it has '
+                     f'{sorted(outputs)}')
+  trunk = layers_between(backbone, outputs['4'], [])
+  branch = layers_between(backbone, outputs[endpoint], [outputs['4']])
+  return trunk, branch
+
+
+def copy_branch(source: tf_keras.Model, target: tf_keras.Model,
+                branch: str = 'res5g') -> int:
+  """Copies stem..res4 and `branch` of `source` into single-res5 `target`.
+
+  Args:
+    source: A backbone with endpoints '4' and the branch's endpoint.
+    target: A backbone with one res5 (its '5g' endpoint).
+    branch: 'res5g' or 'res5r'.
+
+  Returns:
+    The number of variables copied (all of the target's).
+
+  Raises:
+    ValueError: if the layer lists or weight shapes of the two disagree.
+  """
+  if branch not in BRANCH_ENDPOINTS:
+    raise ValueError(f'branch must be one of {sorted(BRANCH_ENDPOINTS)}, got '
+                     f'{branch!r}')
+  src_trunk, src_branch = branch_layers(source, BRANCH_ENDPOINTS[branch])
+  tgt_trunk, tgt_branch = branch_layers(target, '5g')
+  pairs = list(zip(src_trunk, tgt_trunk)) + list(zip(src_branch, tgt_branch))
+  if (len(src_trunk), len(src_branch)) != (len(tgt_trunk), len(tgt_branch)):
+    raise ValueError(
+        f'copy_branch: source has {len(src_trunk)} trunk + {len(src_branch)} '
+        f'{branch} layers with weights, target has {len(tgt_trunk)} + '
+        f'{len(tgt_branch)}: the backbones were built from different configs')
+  copied = 0
+  for src, tgt in pairs:
+    src_w, tgt_w = layer_variables(src), layer_variables(tgt)
+    if (type(src) is not type(tgt) or  # pylint: disable=unidiomatic-typecheck
+        [w.shape for w in src_w] != [w.shape for w in tgt_w]):
+      raise ValueError(
+          f'copy_branch: layer {src.name} ({type(src).__name__}, '
+          f'{[tuple(w.shape) for w in src_w]}) does not match target layer '
+          f'{tgt.name} ({type(tgt).__name__}, '
+          f'{[tuple(w.shape) for w in tgt_w]})')
+    for s, t in zip(src_w, tgt_w):
+      t.assign(s)
+      copied += 1
+  if copied != len(target.weights):
+    raise ValueError(f'copy_branch: copied {copied} of the target\'s '
+                     f'{len(target.weights)} variables; the rest would stay '
+                     'at their random initialization')
+  return copied
+
+
+def _restore(path: str, backbone: tf_keras.Model, what: str) -> None:
+  """Restores `backbone` from the checkpoint's top-level `backbone`."""
+  try:
+    status = tf.train.Checkpoint(backbone=backbone).read(path)
+  except (ValueError, tf.errors.InvalidArgumentError) as e:
+    # A variable of another shape: the backbone config differs.
+    raise ValueError(f'init checkpoint {path}: cannot restore it as a {what} '
+                     f'of the configured size (a variable shape differs: was '
+                     f'it pretrained with another backbone config?): {e}'
+                     ) from e
+  try:
+    # Every variable of `backbone` must get a value; the rest of the
+    # checkpoint (pretraining heads, optimizer) is not needed.
+    status.expect_partial().assert_existing_objects_matched()
+  except AssertionError as e:
+    raise ValueError(f'init checkpoint {path}: restoring it as a {what} '
+                     f'left variables unrestored: {e}') from e
+
+
+def load_backbone_branch(
+    path: str,
+    target: tf_keras.Model,
+    build_backbone: Callable[[bool], tf_keras.Model],
+    branch: str = 'res5g',
+    field: str = 'task.init_checkpoint') -> Dict[str, object]:
+  """Restores a pretraining checkpoint's backbone into `target`.
+
+  Args:
+    path: Pretraining model dir or checkpoint prefix.
+    target: The single-res5 backbone to fill (variables created).
+    build_backbone: `build_backbone(duplicate_res5)` builds a backbone from
+      the same config as `target` with or without the duplicated res5
+      (variables created).
+    branch: Which res5 of a Y checkpoint to keep: 'res5g' or 'res5r'.
+    field: The config field that gave `path`, for error messages.
+
+  Returns:
+    {'path': the checkpoint prefix read, 'kind': 'y' | 'single_res5',
+     'branch': the branch copied, 'num_variables': variables restored}.
+
+  Raises:
+    ValueError: naming the path and what was expected, when the checkpoint
+      is missing, has no `backbone`, or its backbone matches neither a Y nor
+      a single-res5 backbone of the configured size.
+  """
+  if branch not in BRANCH_ENDPOINTS:
+    raise ValueError(f'branch must be one of {sorted(BRANCH_ENDPOINTS)}, got '
+                     f'{branch!r}')
+  prefix = resolve_checkpoint_path(path, field)
+  keys = backbone_checkpoint_keys(prefix)
+  if not keys:
+    top = sorted({name.split('/')[0]
+                  for name, _ in tf.train.list_variables(prefix)})
+    raise ValueError(
+        f'{field}: {prefix} is not a ConST-CL/CVRL pretraining checkpoint: '
+        'expected a top-level `backbone` object (written by the pretraining '
+        f'trainer from the model\'s checkpoint_items); found {top}')
+  y_backbone = build_backbone(True)
+  num_y = len(y_backbone.weights)
+  num_single = len(target.weights)
+  if len(keys) == num_y:
+    _restore(prefix, y_backbone, 'Y backbone (res5g + res5r)')
+    copied = copy_branch(y_backbone, target, branch)
+    kind = 'y'
+  elif len(keys) == num_single:
+    if branch != 'res5g':
+      logging.warning('%s has a single res5 (CVRL / c5 / c4p); it is used as '
+                      'is for branch=%s', prefix, branch)
+    _restore(prefix, target, 'single-res5 backbone (CVRL)')
+    copied = num_single
+    kind = 'single_res5'
+  else:
+    raise ValueError(
+        f'{field}: the backbone in {prefix} has {len(keys)} variables; '
+        f'expected {num_y} (ConST-CL Y backbone: res5g + res5r) or '
+        f'{num_single} (CVRL: one res5) for the configured '
+        'task.model.backbone: was it pretrained with another backbone '
+        'config (block_repeats, base_filters)?')
+  logging.info('Loaded %s backbone (%s, %d variables) from %s', kind, branch,
+               copied, prefix)
+  return {'path': prefix, 'kind': kind, 'branch': branch,
+          'num_variables': copied}
+
+
+def weights_by_part(backbone: tf_keras.Model, endpoints: Sequence[str]
+                    ) -> Dict[str, List[tf.Variable]]:
+  """{'trunk': stem..res4 variables, endpoint: its branch's variables}."""
+  out = {}
+  for endpoint in endpoints:
+    trunk, branch = branch_layers(backbone, endpoint)
+    out['trunk'] = [w for l in trunk for w in layer_variables(l)]
+    out[endpoint] = [w for l in branch for w in layer_variables(l)]
+  return out
