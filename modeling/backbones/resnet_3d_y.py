@@ -49,6 +49,7 @@ class ResNet3DY(tf_keras.Model):
       stem_conv_temporal_kernel_size: int = 5,
       stem_conv_temporal_stride: int = 2,
       stem_pool_temporal_stride: int = 1,
+      stem_filters: int = 0,
       duplicate_res5: bool = True,
       dilate_res4_res5: bool = False,
       activation: str = 'relu',
@@ -70,6 +71,11 @@ class ResNet3DY(tf_keras.Model):
       input_specs: `InputSpec` of the [B, T, H, W, C] input.
       stem_conv_temporal_kernel_size: Temporal kernel size of the stem conv.
       stem_conv_temporal_stride: Temporal stride of the stem conv.
+      stem_filters: Width of the stem conv; 0 means `base_filters`. Narrow
+        stems are pathologically slow to train on CPU: TensorFlow's
+        Conv3DBackpropFilter for the 3-channel input takes ~15-40 s per step
+        below 64 output filters and ~0.4 s at 64 (8x8x64x64 batch, 2 cores),
+        so the tiny variant keeps a 64-wide stem.
       stem_pool_temporal_stride: Temporal stride of the stem max-pool (its
         temporal kernel is 1 when this is 1, else 3, as Model Garden's).
       duplicate_res5: If True, build res5g and res5r; if False, a single res5
@@ -101,6 +107,9 @@ class ResNet3DY(tf_keras.Model):
     self._stem_conv_temporal_kernel_size = stem_conv_temporal_kernel_size
     self._stem_conv_temporal_stride = stem_conv_temporal_stride
     self._stem_pool_temporal_stride = stem_pool_temporal_stride
+    if stem_filters < 0:
+      raise ValueError(f'stem_filters must be >= 0, got {stem_filters}')
+    self._stem_filters = stem_filters or base_filters
     self._duplicate_res5 = duplicate_res5
     self._dilate_res4_res5 = dilate_res4_res5
     self._activation = activation
@@ -123,7 +132,7 @@ class ResNet3DY(tf_keras.Model):
   def _build_model(self, inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
     """Builds stem, res2..res4 and the res5 branch(es); returns endpoints."""
     x = layers.Conv3D(
-        filters=self._base_filters,
+        filters=self._stem_filters,
         kernel_size=[self._stem_conv_temporal_kernel_size, 7, 7],
         strides=[self._stem_conv_temporal_stride, 2, 2],
         use_bias=False,
@@ -188,6 +197,7 @@ class ResNet3DY(tf_keras.Model):
         'stem_conv_temporal_kernel_size': self._stem_conv_temporal_kernel_size,
         'stem_conv_temporal_stride': self._stem_conv_temporal_stride,
         'stem_pool_temporal_stride': self._stem_pool_temporal_stride,
+        'stem_filters': self._stem_filters,
         'duplicate_res5': self._duplicate_res5,
         'dilate_res4_res5': self._dilate_res4_res5,
         'activation': self._activation,
@@ -275,6 +285,7 @@ def build_resnet_3d_y(
       temporal_kernel_sizes=backbones_cfg.stage_temporal_kernel_sizes(cfg),
       input_specs=input_specs,
       stem_conv_temporal_kernel_size=cfg.stem_conv_temporal_kernel_size,
+      stem_filters=cfg.stem_filters,
       stem_conv_temporal_stride=cfg.stem_conv_temporal_stride,
       stem_pool_temporal_stride=cfg.stem_pool_temporal_stride,
       duplicate_res5=cfg.duplicate_res5,
