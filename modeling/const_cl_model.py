@@ -76,6 +76,15 @@ class ConstCLModel(tf_keras.Model):
     return self._backbone
 
   @property
+  def global_projection(self):
+    return self._global_projection
+
+  @property
+  def local_head(self):
+    """The local head, or None for CVRL (`local_loss='none'`)."""
+    return self._local_head
+
+  @property
   def checkpoint_items(self) -> Mapping[str, Any]:
     """What downstream tasks restore with `init_checkpoint_modules`."""
     return dict(backbone=self.backbone)
