@@ -1,0 +1,85 @@
+"""Tests of tasks/benchmark.py and tools/benchmark.py.
+
+That the fast input path gives the same crops as the plain path for the same
+random draws (same pixels up to JPEG tolerance) is tested where that code
+lives: tests/dataloaders/test_augment.py::test_fast_equals_plain_geometry_blur_solarize
+(geometry, flip, brightness/contrast, grayscale, blur, solarization) and
+::test_fast_close_to_plain_full_jitter (the YIQ saturation/hue approximation).
+"""
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from dataloaders import video_records
+from tasks import benchmark
+
+
+def test_profile_flops_matmul_and_conv3d_by_hand():
+  a = tf.zeros([4, 8])
+  b = tf.zeros([8, 16])
+  # One matmul: 2 * M * K * N.
+  assert benchmark.profile_flops(tf.matmul, a, b) == 2 * 4 * 8 * 16
+  x = tf.zeros([1, 4, 8, 8, 2])
+  k = tf.zeros([3, 3, 3, 2, 5])
+  conv = lambda x, k: tf.nn.conv3d(x, k, [1] * 5, 'SAME')
+  # 'SAME', stride 1: 1*4*8*8*5 outputs, each 3*3*3*2 multiply-adds.
+  assert benchmark.profile_flops(conv, x, k) == 2 * (4 * 8 * 8 * 5) * 54
+
+
+def test_records_are_readable_video_records(tmp_path):
+  pattern = benchmark.write_benchmark_records(
+      str(tmp_path), num_videos=3, num_frames=5, height=24, width=32,
+      num_files=2)
+  files = sorted(tf.io.gfile.glob(pattern))
+  assert len(files) == 2
+  videos = video_records.read_records(pattern)
+  assert len(videos) == 3
+  assert sorted(len(v['frames']) for v in videos) == [5, 5, 5]
+  assert sorted(v['video_id'] for v in videos) == [
+      'bench_0', 'bench_1', 'bench_2']
+  frames = [tf.io.decode_jpeg(f).numpy() for f in videos[0]['frames']]
+  assert frames[0].shape == (24, 32, 3)
+  # The texture pans: consecutive frames differ.
+  assert np.abs(frames[1].astype(int) - frames[0].astype(int)).mean() > 1
+
+
+def test_quick_benchmark_writes_json_with_required_fields(tmp_path):
+  settings = benchmark.quick_settings()
+  settings.timed_steps = 1
+  settings.scaling = ((settings.batch_size, settings.num_frames),)
+  result = benchmark.run_benchmark(settings)
+  path = os.path.join(str(tmp_path), 'out', 'bench.json')
+  benchmark.write_result(result, path)
+  with open(path) as f:
+    loaded = json.load(f)
+  for key in ('step_ratio_vs_bare', 'mfu', 'pipeline_speedup_vs_video_ssl'):
+    assert isinstance(loaded[key], float) and np.isfinite(loaded[key]), key
+    assert loaded[key] > 0, key
+  assert len(loaded['loadavg_start']) == 3
+  models = loaded['models']
+  for name in ('const_cl', 'cvrl_video_ssl', 'bare_r3d50'):
+    m = models[name]
+    assert m['clips'] == 2 * settings.batch_size
+    assert len(m['step_seconds']) == 1
+    assert m['forward_gflops'] > 0 and m['peak_rss_mb'] > 0
+  # The same step time and FLOPs give the MFU by its definition.
+  ours = models['const_cl']
+  np.testing.assert_allclose(
+      ours['mfu'], 3 * ours['forward_gflops'] / ours['median_step_seconds']
+      / loaded['matmul']['gflops'], rtol=1e-9)
+  same = models['matmul_same_rounds']
+  np.testing.assert_allclose(
+      loaded['mfu'], 3 * ours['forward_gflops'] / ours['step_seconds'][0]
+      / same['gflops'], rtol=1e-6)
+  np.testing.assert_allclose(
+      loaded['step_ratio_vs_bare'],
+      ours['step_seconds'][0] / models['bare_r3d50']['step_seconds'][0],
+      rtol=1e-9)
+  # ConST-CL = bare backbone + second res5 + heads: more FLOPs, not fewer.
+  assert models['flops_ratio_vs_bare'] > 1.0
+  pipe = loaded['pipeline']
+  for name in ('const_cl', 'video_ssl', 'decode_only'):
+    assert pipe[f'{name}_videos_per_second'] > 0
+  assert [r['batch'] for r in loaded['scaling']] == [settings.batch_size]
