@@ -302,11 +302,13 @@ def build_ssl_dataset(file_pattern: str,
                       seed: Optional[int] = None,
                       input_context: Optional[tf.distribute.InputContext] = None,
                       skip_bad_records: bool = False,
-                      deterministic: Optional[bool] = None) -> tf.data.Dataset:
+                      deterministic: Optional[bool] = None,
+                      skip_examples: int = 0) -> tf.data.Dataset:
   """Builds the batched two-view dataset.
 
   Pipeline: files (shard by input pipeline) -> interleave -> shuffle ->
-  repeat (training) -> per-example seed -> decode + check + parse -> batch.
+  repeat (training) -> per-example seed -> skip `skip_examples` (training)
+  -> decode + check + parse -> batch.
 
   Seeds: training zips in `tf.data.Dataset.random` AFTER the repeat, so every
   epoch draws new augmentations and boxes, reproducibly for a fixed `seed`
@@ -331,6 +333,12 @@ def build_ssl_dataset(file_pattern: str,
     input_context: `tf.distribute.InputContext` for sharding.
     skip_bad_records: skip (and log) bad records instead of failing.
     deterministic: passed to interleave/map (None: tf.data default).
+    skip_examples: training only: drops this many serialized records (with
+      their seeds) of this input pipeline before anything is decoded, so a
+      run resumed from a checkpoint continues where the uninterrupted run
+      would be. The drop sits after the shuffles and the seed attachment:
+      with a fixed `seed` the next record and its augmentation seed are the
+      ones the uninterrupted run used. Skipped records are read, not decoded.
 
   Returns:
     `tf.data.Dataset` of dicts with a leading batch dimension.
@@ -344,6 +352,9 @@ def build_ssl_dataset(file_pattern: str,
     files.extend(sorted(tf.io.gfile.glob(p.strip())))
   if not files:
     raise ValueError(f'no files match file_pattern {file_pattern!r}')
+  if skip_examples < 0 or (skip_examples and not is_training):
+    raise ValueError(f'skip_examples ({skip_examples}) must be >= 0, and 0 '
+                     f'for evaluation data ({file_pattern!r})')
   batch_size = global_batch_size
   num_pipelines, pipeline_id = 1, 0
   if input_context is not None:
@@ -378,6 +389,10 @@ def build_ssl_dataset(file_pattern: str,
     seeds = tf.data.Dataset.counter().map(
         lambda i: tf.stack([tf.constant(base_seed, tf.int64), i]))
   ds = tf.data.Dataset.zip((ds, seeds))
+  if skip_examples:
+    logging.info('build_ssl_dataset: skipping %d records of %s (resume)',
+                 skip_examples, file_pattern)
+    ds = ds.skip(skip_examples)
 
   decoder = Decoder(read_boxes=parser.uses_stored_boxes)
 

@@ -11,6 +11,7 @@ from official.core import task_factory
 from official.vision.modeling import factory_3d
 
 from configs import const_cl as exp_cfg
+from dataloaders import region_sources
 from dataloaders import ssl_parser
 from dataloaders import toy_world
 from modeling import const_cl_model  # pylint: disable=unused-import
@@ -51,6 +52,35 @@ class FirstNonFiniteStep(tf_keras.metrics.Metric):
     self.first.assign(-1.0)
 
 
+def _toy_segment_pattern(paths: Dict[str, str], split: str, method: str,
+                         num_boxes: int) -> str:
+  """Toy-world records with `method` segment boxes, derived once and cached.
+
+  The toy records store object boxes (the toy "detector"); the slic and
+  felzenszwalb rows of Table 7 need segment boxes instead, so they are
+  computed from the frames (`region_sources.precompute_regions`) into a
+  folder beside the toy world, written under a temporary name and renamed
+  into place when complete.
+  """
+  source = paths[split]
+  folder = os.path.join(paths['dir'], f'regions_{method}_n{num_boxes}_{split}')
+  pattern = os.path.join(folder, os.path.basename(source))
+  if tf.io.gfile.exists(os.path.join(folder, '_COMPLETE')):
+    return pattern
+  tmp = f'{folder}.tmp-{os.getpid()}'
+  logging.info('toy world: deriving %s boxes of %s into %s (once)', method,
+               source, folder)
+  region_sources.precompute_regions(source, tmp, method, num_boxes=num_boxes)
+  with tf.io.gfile.GFile(os.path.join(tmp, '_COMPLETE'), 'w') as f:
+    f.write('ok\n')
+  try:
+    os.rename(tmp, folder)
+  except OSError:
+    # Another process finished first; keep its copy.
+    tf.io.gfile.rmtree(tmp)
+  return pattern
+
+
 def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
   """The file pattern to read; creates the toy world when asked for.
 
@@ -59,6 +89,9 @@ def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
   """
   if not params.input_path and params.toy_world_split:
     paths = toy_world.ensure_toy_dataset()
+    if params.region_source in region_sources.SEGMENT_METHODS:
+      return _toy_segment_pattern(paths, params.toy_world_split,
+                                  params.region_source, params.num_boxes)
     return paths[params.toy_world_split]
   pattern = params.input_path
   if isinstance(pattern, (list, tuple)):
@@ -74,6 +107,24 @@ def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
   if not files:
     raise ValueError(f'task.{name}.input_path={pattern!r} matches no file')
   return pattern
+
+
+def latest_checkpoint_step(model_dir: str) -> int:
+  """Training step of the newest checkpoint in `model_dir`; 0 if none.
+
+  Reads the trainer's `global_step` from the checkpoint (Model Garden saves
+  it beside the model and optimizer); falls back to the `ckpt-N` file name.
+  """
+  if not model_dir:
+    return 0
+  path = tf.train.latest_checkpoint(model_dir)
+  if not path:
+    return 0
+  try:
+    return int(tf.train.load_checkpoint(path).get_tensor(
+        'global_step/.ATTRIBUTES/VARIABLE_VALUE'))
+  except (tf.errors.NotFoundError, ValueError):
+    return int(os.path.basename(path).rsplit('-', 1)[-1])
 
 
 def stack_views(features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -227,6 +278,7 @@ class ConstCLPretrainTask(base_task.Task):
         max_box_aspect=params.max_box_aspect,
         min_crop_area=params.min_crop_area,
         color_jitter_strength=params.color_jitter_strength)
+    skip = self._resume_skip_examples(params, input_context)
     dataset = ssl_parser.build_ssl_dataset(
         pattern, parser, global_batch_size=params.global_batch_size,
         is_training=params.is_training,
@@ -234,8 +286,40 @@ class ConstCLPretrainTask(base_task.Task):
         cycle_length=params.cycle_length or 8, seed=params.seed,
         input_context=input_context,
         skip_bad_records=params.skip_bad_records,
-        deterministic=params.deterministic)
+        deterministic=params.deterministic, skip_examples=skip)
     return dataset.map(stack_views, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _resume_skip_examples(
+      self, params: exp_cfg.DataConfig,
+      input_context: Optional[tf.distribute.InputContext]) -> int:
+    """Records this input pipeline consumed before the latest checkpoint.
+
+    Orbit restores model, optimizer and step but not the input position;
+    without this a restarted run would see its first batches again. Only
+    with a fixed `seed` is the order reproducible, so only then is it worth
+    reading past the consumed records.
+    """
+    if not params.is_training:
+      return 0
+    step = latest_checkpoint_step(self.logging_dir)
+    if not step:
+      return 0
+    if params.seed is None:
+      logging.warning(
+          'Resuming at step %d with task.train_data.seed unset: the input '
+          'order is random, so the data will not continue where the '
+          'interrupted run stopped (set the seed to make it so).', step)
+      return 0
+    per_step = params.global_batch_size
+    if input_context is not None:
+      # Each pipeline feeds num_replicas / num_pipelines replicas a
+      # per-replica batch every step.
+      per_step = (input_context.get_per_replica_batch_size(
+          params.global_batch_size) * input_context.num_replicas_in_sync //
+                  input_context.num_input_pipelines)
+    logging.info('Resuming the input at step %d: skipping %d x %d records',
+                 step, step, per_step)
+    return step * per_step
 
   def build_metrics(self, training: bool = True) -> List[tf_keras.metrics.Metric]:
     metrics = [tf_keras.metrics.Mean(name=n) for n in METRIC_NAMES]
