@@ -392,3 +392,33 @@ def test_csv_with_given_label_map(samples, tmp_path):
                      'not in the label map'):
     videos.csv_jobs(str(csv_path), str(inp), 'val',
                     videos.read_label_map(str(label_map)))
+
+
+def test_converted_real_videos_read_through_the_pretraining_pipeline(
+    converted):
+  """The SSL input pipeline reads the converted opencv-doc videos."""
+  from dataloaders import ssl_parser  # pylint: disable=g-import-not-at-top
+  parser = ssl_parser.Parser(num_frames=4, stride=2, crop_size=32,
+                             num_boxes=3)
+  ds = ssl_parser.build_ssl_dataset(
+      os.path.join(converted['out'], 'train-*-of-00003.tfrecord'), parser,
+      global_batch_size=2, is_training=False, seed=0)
+  batches = list(ds.take(1).as_numpy_iterator())
+  assert len(batches) == 1
+  batch = batches[0]
+  assert batch['image'].shape == (2, 2, 4, 32, 32, 3)
+  assert batch['image'].dtype == np.float32
+  assert 0.0 <= batch['image'].min() and batch['image'].max() <= 1.0
+  assert batch['boxes'].shape == (2, 2, 4, 3, 4)
+  # Two videos, labels from the class folders (people 0, trees 1).
+  assert sorted(batch['label'].tolist()) == [0, 1]
+  # Each view's frames are start + 2 i of the converted video (no video is
+  # shorter than 4 * 2 frames, so no index wraps).
+  for video in range(2):
+    for view in range(2):
+      idx = batch['frame_index'][video, view]
+      assert np.all(np.diff(idx) == 2), idx
+      limit = VTEST_FRAMES if batch['label'][video] == 0 else TREE_FRAMES
+      assert 0 <= idx.min() and idx.max() < limit
+  # The pixels are the video's, not padding: real content varies.
+  assert batch['image'].std() > 0.02
