@@ -1,0 +1,448 @@
+"""Tests of the toy-world benchmark (tasks/toy_benchmark.py).
+
+The orchestration is tested with a stub runner that writes the files a real
+run writes (params.yaml, TensorBoard scalars, ava_eval_results.json,
+otb_metrics.json), with numbers chosen here; a real `--quick` run takes far
+more than a few minutes on the shared 2-core machine (14 train.py/track.py
+processes), so it is not run in the tests.
+"""
+import json
+import math
+import os
+
+import pytest
+import tensorflow as tf
+import yaml
+
+from tasks import toy_benchmark as tb
+
+
+def _result(backbone, seed, stage, metrics, status='ok'):
+  return tb.RunResult(name=f'seed{seed}/{stage}/{backbone}', stage=stage,
+                      backbone=backbone, seed=seed, experiment='e',
+                      overrides={}, argv=[], model_dir='/x', status=status,
+                      metrics=dict(metrics))
+
+
+def test_summarize_values_by_hand():
+  s = tb.summarize_values([0.2, 0.6, 0.4])
+  # mean 0.4; deviations -0.2, 0.2, 0: sample variance 0.08 / 2 = 0.04.
+  assert s['n'] == 3
+  assert s['mean'] == pytest.approx(0.4)
+  assert s['std'] == pytest.approx(0.2)
+  assert (s['min'], s['max']) == (0.2, 0.6)
+  assert s['values'] == [0.2, 0.6, 0.4]
+  one = tb.summarize_values([0.25])
+  assert one['mean'] == 0.25 and one['std'] is None
+  assert one['min'] == one['max'] == 0.25
+  assert tb.summarize_values([])['mean'] is None
+
+
+def test_format_cell_by_hand():
+  s = dict(tb.summarize_values([0.2, 0.6, 0.4]), complete=True)
+  assert tb.format_cell(s) == '40.0 ± 20.0 [20.0, 60.0]'
+  assert tb.format_cell(dict(tb.summarize_values([0.123]),
+                             complete=True)) == '12.3'
+  s2 = dict(tb.summarize_values([0.5, 0.7]), complete=False)
+  # std of (0.5, 0.7): sqrt(2 * 0.01 / 1) = 0.1414.
+  assert tb.format_cell(s2) == '60.0 ± 14.1 [50.0, 70.0] (only 2 seeds)'
+  assert tb.format_cell(dict(tb.summarize_values([]),
+                             complete=False)) == 'MISSING'
+
+
+def _two_seed_results():
+  # (top-1, mAP, precision, success) per backbone for seeds 0 and 1.
+  table = {
+      'random': [(0.10, 0.20, 0.30, 0.20), (0.20, 0.30, 0.40, 0.30)],
+      'cvrl': [(0.50, 0.30, 0.50, 0.35), (0.60, 0.40, 0.50, 0.35)],
+      'const_cl': [(0.50, 0.50, 0.70, 0.50), (0.70, 0.60, 0.80, 0.60)],
+  }
+  results = []
+  for backbone, rows in table.items():
+    for seed, (top1, map_, prec, succ) in enumerate(rows):
+      results.append(_result(backbone, seed, tb.LINEAR_EVAL,
+                             {'classification_top1': top1}))
+      results.append(_result(backbone, seed, tb.AVA, {'ava_map': map_}))
+      results.append(_result(backbone, seed, tb.TRACK_EVAL,
+                             {'tracking_precision': prec,
+                              'tracking_success': succ}))
+  return results
+
+
+def test_summary_table_and_comparisons_by_hand():
+  summary = tb.summarize(_two_seed_results(), seeds=[0, 1])
+  r = summary['classification_top1']['random']
+  # (0.1, 0.2): mean 0.15, sample std sqrt(2 * 0.05^2) = 0.070711.
+  assert r['mean'] == pytest.approx(0.15)
+  assert r['std'] == pytest.approx(math.sqrt(0.005))
+  assert r['complete']
+  c = summary['tracking_success']['cvrl']
+  assert c['mean'] == pytest.approx(0.35) and c['std'] == pytest.approx(0.0)
+  table = tb.format_table(summary)
+  lines = table.splitlines()
+  assert lines[0] == ('| Backbone | Linear-probe top-1 (%) | AVA mAP (%) | '
+                      'OTB precision@20px (%) | OTB success AUC (%) |')
+  assert lines[1] == '|---|---|---|---|---|'
+  assert lines[2] == ('| Random init | 15.0 ± 7.1 [10.0, 20.0] | '
+                      '25.0 ± 7.1 [20.0, 30.0] | 35.0 ± 7.1 [30.0, 40.0] | '
+                      '25.0 ± 7.1 [20.0, 30.0] |')
+  assert lines[4] == ('| ConST-CL | 60.0 ± 14.1 [50.0, 70.0] | '
+                      '55.0 ± 7.1 [50.0, 60.0] | 75.0 ± 7.1 [70.0, 80.0] | '
+                      '55.0 ± 7.1 [50.0, 60.0] |')
+
+  comps = tb.comparisons(summary)
+  top1 = comps['classification_top1']['const_cl_vs_random']
+  # 0.60 - 0.15 = 0.45 > 0.1414 + 0.0707 = 0.2121; min 0.5 > max 0.2.
+  assert top1['difference'] == pytest.approx(0.45)
+  assert top1['spread'] == pytest.approx(math.sqrt(0.02) + math.sqrt(0.005))
+  assert top1['beats_by_more_than_spread'] is True
+  assert top1['separated'] is True
+  vs_cvrl = comps['classification_top1']['const_cl_vs_cvrl']
+  # 0.60 - 0.55 = 0.05 < 0.1414 + 0.0707; min 0.5 == max 0.6? no: 0.5 < 0.6.
+  assert vs_cvrl['difference'] == pytest.approx(0.05)
+  assert vs_cvrl['beats_by_more_than_spread'] is False
+  assert vs_cvrl['separated'] is False
+
+
+def test_duration_table_by_hand():
+  results = [_result('cvrl', 0, tb.PRETRAIN, {}),
+             _result('cvrl', 1, tb.PRETRAIN, {}),
+             _result('random', 0, tb.AVA, {}),
+             _result('cvrl', 0, tb.AVA, {}, status='skipped')]
+  for r, wall, cpu in zip(results, (100.0, 200.0, 30.0, 999.0),
+                          (50.0, 70.0, None, 1.0)):
+    r.duration_s, r.cpu_s = wall, cpu
+  durs = tb.durations(results)
+  assert durs == {'pretrain': {'cvrl': {'wall_s': 150.0, 'cpu_s': 60.0}},
+                  'ava': {'random': {'wall_s': 30.0, 'cpu_s': None}}}
+  assert tb.format_duration_table(durs).splitlines() == [
+      '| Stage | Random init | CVRL | ConST-CL |',
+      '|---|---|---|---|',
+      '| pretrain | - | 150 (60) | - |',
+      '| ava | 30 | - | - |']
+
+
+def test_compare_needs_two_complete_seeds():
+  one = dict(tb.summarize_values([0.5]), complete=True)
+  zero = dict(tb.summarize_values([0.1]), complete=True)
+  c = tb.compare(one, zero)
+  assert c['difference'] == pytest.approx(0.4)
+  assert c['beats_by_more_than_spread'] is None and c['separated'] is True
+  incomplete = dict(tb.summarize_values([0.5]), complete=False)
+  assert tb.compare(incomplete, zero)['difference'] is None
+
+
+def test_failed_runs_are_not_counted():
+  results = _two_seed_results()
+  results[0].status = 'failed'  # random, seed 0, linear eval
+  summary = tb.summarize(results, seeds=[0, 1])
+  s = summary['classification_top1']['random']
+  assert s['n'] == 1 and s['mean'] == pytest.approx(0.2)
+  assert not s['complete']
+
+
+def test_loop_size_and_trainer_overrides():
+  assert [tb.loop_size(n) for n in (300, 200, 10, 75, 53, 1)] == [
+      50, 50, 10, 25, 1, 1]
+  o = tb.trainer_overrides(tb.TRACKING, 200)
+  assert o == {
+      'trainer.train_steps': 200,
+      'trainer.steps_per_loop': 50,
+      'trainer.summary_interval': 50,
+      'trainer.validation_interval': 200,
+      'trainer.checkpoint_interval': 200,
+      'trainer.optimizer_config.learning_rate.exponential.decay_steps': 200,
+      'trainer.optimizer_config.warmup.linear.warmup_steps': 10,
+  }
+  o = tb.trainer_overrides(tb.PRETRAIN, 10)
+  assert o['trainer.optimizer_config.learning_rate.cosine.decay_steps'] == 10
+  # Half of a short run, not round(0.1 * 10) = 1.
+  assert o['trainer.optimizer_config.warmup.linear.warmup_steps'] == 5
+  # The registered 30 of 300; 10% of a longer run.
+  assert [tb.warmup_steps(tb.PRETRAIN, n) for n in (300, 40, 1000, 1)] == [
+      30, 20, 100, 1]
+  assert [tb.warmup_steps(tb.TRACKING, n) for n in (200, 10, 60)] == [
+      10, 5, 10]
+
+
+def test_last_error_line():
+  log = ('I0 start\nTraceback (most recent call last):\n  File "x"\n'
+         'ValueError: first\n    raise ValueError(\n'
+         'tensorflow.python.framework.errors_impl.InvalidArgumentError: shape '
+         'mismatch\nW1 warning after\n')
+  assert tb.last_error_line(log) == (
+      'tensorflow.python.framework.errors_impl.InvalidArgumentError: shape '
+      'mismatch')
+  assert tb.last_error_line('all fine\n') == ''
+
+
+def test_format_overrides():
+  assert tb.format_overrides({'a.b': True, 'c': 3, 'd': '5g'}) == (
+      'a.b=true,c=3,d=5g')
+  with pytest.raises(ValueError, match='comma'):
+    tb.format_overrides({'x': 'a,b'})
+
+
+def test_plan_runs(tmp_path):
+  runs = tb.plan_runs(str(tmp_path), seeds=[0, 1], budget=tb.QUICK_BUDGET,
+                      python='py')
+  assert len(runs) == 2 * (2 + 3 * 3 + 3)
+  by_name = {r.name: r for r in runs}
+  # Every dependency comes earlier in the plan.
+  seen = set()
+  for r in runs:
+    assert set(r.depends_on) <= seen, r.name
+    seen.add(r.name)
+  pre = by_name['seed1/pretrain/cvrl']
+  assert pre.experiment == 'const_cl_ablation_baseline_cvrl_toy'
+  assert '--seed=1' in pre.argv and '--mode=train_and_eval' in pre.argv
+  assert by_name['seed1/pretrain/const_cl'].experiment == (
+      'const_cl_pretrain_toy')
+  # Same budget for both pretrainings.
+  assert pre.overrides == by_name['seed1/pretrain/const_cl'].overrides
+  ava = by_name['seed1/ava/cvrl']
+  assert ava.depends_on == ['seed1/pretrain/cvrl']
+  assert ava.overrides['task.init_checkpoint'] == pre.model_dir
+  assert ava.overrides['task.model.backbone.resnet_3d_y.duplicate_res5'] is (
+      False)
+  assert ava.overrides['task.model.feature_endpoint'] == '5g'
+  assert 'task.model.feature_endpoint' not in by_name[
+      'seed1/ava/const_cl'].overrides
+  lin = by_name['seed0/linear_eval/random']
+  assert lin.depends_on == [] and lin.overrides['task.allow_random_init']
+  assert 'task.init_checkpoint' not in lin.overrides
+  ev = by_name['seed0/track_eval/cvrl']
+  track = by_name['seed0/tracking/cvrl']
+  assert ev.depends_on == [track.name]
+  assert ev.argv[1].endswith(os.path.join('tools', 'track.py'))
+  assert f'--checkpoint={track.model_dir}' in ev.argv
+  assert f'--params_override={tb.format_overrides(track.overrides)}' in (
+      ev.argv)
+
+
+def test_overrides_apply_to_registered_experiments(tmp_path):
+  """Every planned override is a real field of its registered experiment."""
+  # pylint: disable=g-import-not-at-top
+  from official.core import exp_factory
+  from official.modeling import hyperparams
+  from tasks import registry_imports  # pylint: disable=unused-import
+  runs = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET)
+  for run in runs:
+    params = exp_factory.get_exp_config(run.experiment)
+    params = hyperparams.override_params_dict(
+        params, tb.format_overrides(run.overrides), is_strict=True)
+    params.validate()
+    assert params.trainer.train_steps == 10, run.name
+
+
+class StubRunner:
+  """Writes what a real run writes; numbers depend on backbone and seed."""
+
+  VALUES = {'random': 0.1, 'cvrl': 0.3, 'const_cl': 0.5}
+
+  def __init__(self, fail=()):
+    self.fail = set(fail)
+    self.calls = []
+
+  def __call__(self, spec):
+    self.calls.append(spec.name)
+    with open(spec.log_path, 'w') as f:
+      f.write('line 1\nTraceback: boom\nRuntimeError: boom\nW1 a warning\n'
+              if spec.name in self.fail
+              else 'fine\n')
+    if spec.name in self.fail:
+      return 3
+    v = self.VALUES[spec.backbone] + 0.1 * spec.seed
+    if spec.stage == tb.TRACKING:
+      # Exercises the (exit code, info) form of a runner's return value.
+      return self._write(spec, v), {'cpu_s': 12.5}
+    return self._write(spec, v)
+
+  def _write(self, spec, v):
+    os.makedirs(spec.model_dir, exist_ok=True)
+    if spec.stage == tb.TRACK_EVAL:
+      with open(os.path.join(spec.model_dir, 'otb_metrics.json'), 'w') as f:
+        json.dump({'precision': v + 0.2, 'success': v,
+                   'per_sequence': {'a': {}, 'b': {}}}, f)
+      return 0
+    steps = spec.overrides['trainer.train_steps']
+    with open(os.path.join(spec.model_dir, 'params.yaml'), 'w') as f:
+      # yaml.dump, as Model Garden: tuples get the python/tuple tag.
+      yaml.dump({'trainer': {'train_steps': steps},
+                 'task': {'seed_marker': spec.seed,
+                          'feature_shape': (8, 64, 64, 3)}}, f)
+    for sub, tags in (('train', {'training_loss': 2.0 - v}),
+                      ('validation', {'video_top_1_accuracy': v,
+                                      'validation_loss': 1.0})):
+      writer = tf.summary.create_file_writer(
+          os.path.join(spec.model_dir, sub))
+      with writer.as_default():
+        for tag, value in tags.items():
+          tf.summary.scalar(tag, 9.0, step=steps // 2)  # superseded
+          tf.summary.scalar(tag, value, step=steps)
+      writer.close()
+    if spec.stage == tb.AVA:
+      with open(os.path.join(spec.model_dir, 'ava_eval_results.json'),
+                'w') as f:
+        json.dump({'mAP': v + 0.05, 'global_step': steps}, f)
+    return 0
+
+
+def test_run_benchmark_with_stub_runner(tmp_path):
+  runner = StubRunner()
+  out = tmp_path / 'bench'
+  result = tb.run_benchmark(str(out), seeds=[0, 1], quick=True, runner=runner,
+                            jobs=2, command=['tools/toy_benchmark.py'])
+  assert result.ok
+  assert len(runner.calls) == 28
+  report = json.loads((out / 'results.json').read_text())
+  assert report == json.loads(json.dumps(result.report))
+  assert set(report) == {
+      'schema_version', 'command', 'quick', 'seeds', 'budget', 'metrics',
+      'total_duration_s', 'runs', 'summary', 'comparisons', 'durations',
+      'failures', 'missing_metrics', 'ok'}
+  assert report['seeds'] == [0, 1] and report['quick'] is True
+  assert report['budget'] == {'pretrain_steps': 10, 'linear_eval_steps': 10,
+                              'ava_steps': 10, 'tracking_steps': 10}
+  run_keys = {'name', 'stage', 'backbone', 'seed', 'experiment', 'overrides',
+              'argv', 'model_dir', 'status', 'returncode', 'duration_s',
+              'cpu_s', 'config', 'final_train', 'final_validation', 'metrics',
+              'error', 'log_tail'}
+  for run in report['runs']:
+    assert set(run) == run_keys
+    assert run['status'] == 'ok' and run['returncode'] == 0
+    assert run['duration_s'] >= 0
+  runs = {r['name']: r for r in report['runs']}
+  pre = runs['seed1/pretrain/const_cl']
+  assert pre['config'] == {'trainer': {'train_steps': 10},
+                           'task': {'seed_marker': 1,
+                                    'feature_shape': [8, 64, 64, 3]}}
+  # The last step's value, not the earlier one.
+  assert pre['final_train'] == {'training_loss': pytest.approx(1.4)}
+  lin = runs['seed0/linear_eval/cvrl']
+  assert lin['metrics'] == {'classification_top1': pytest.approx(0.3)}
+  assert lin['final_validation']['validation_loss'] == pytest.approx(1.0)
+  assert runs['seed1/ava/random']['metrics'] == {
+      'ava_map': pytest.approx(0.25)}
+  assert runs['seed0/track_eval/const_cl']['metrics'] == {
+      'tracking_precision': pytest.approx(0.7),
+      'tracking_success': pytest.approx(0.5), 'num_sequences': 2.0}
+  s = report['summary']['ava_map']['const_cl']
+  # Seeds 0, 1: 0.55, 0.65 -> mean 0.60, std 0.0707.
+  assert s['mean'] == pytest.approx(0.6)
+  assert s['std'] == pytest.approx(math.sqrt(0.005))
+  assert s['values'] == [pytest.approx(0.55), pytest.approx(0.65)]
+  c = report['comparisons']['ava_map']['const_cl_vs_random']
+  assert c['difference'] == pytest.approx(0.4)
+  assert c['beats_by_more_than_spread'] is True
+  assert set(report['durations']) == set(tb.STAGES)
+  assert report['durations']['tracking']['cvrl']['cpu_s'] == 12.5
+  assert report['durations']['ava']['cvrl']['cpu_s'] is None
+  assert runs['seed1/tracking/cvrl']['cpu_s'] == 12.5
+  md = (out / 'results.md').read_text()
+  assert tb.format_table(result.report['summary']) in md
+  assert 'FAILED' not in md
+  png = (out / 'results.png').read_bytes()
+  assert png[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_failure_is_reported_and_dependents_skipped(tmp_path):
+  runner = StubRunner(fail={'seed0/pretrain/cvrl'})
+  out = tmp_path / 'bench'
+  result = tb.run_benchmark(str(out), seeds=[0], quick=True, runner=runner)
+  assert not result.ok
+  report = result.report
+  runs = {r['name']: r for r in report['runs']}
+  failed = runs['seed0/pretrain/cvrl']
+  assert failed['status'] == 'failed' and failed['returncode'] == 3
+  assert failed['error'].endswith(' | RuntimeError: boom')
+  assert 'Traceback: boom' in failed['log_tail']
+  for stage in (tb.LINEAR_EVAL, tb.AVA, tb.TRACKING, tb.TRACK_EVAL):
+    skipped = runs[f'seed0/{stage}/cvrl']
+    assert skipped['status'] == 'skipped', stage
+    assert f'seed0/{stage}/cvrl' not in runner.calls
+  assert runs['seed0/ava/const_cl']['status'] == 'ok'
+  assert sorted(report['missing_metrics']) == sorted(
+      f'{m}/cvrl' for m in tb.METRIC_KEYS)
+  assert len(report['failures']) == 5
+  md = (out / 'results.md').read_text()
+  assert '| CVRL | MISSING | MISSING | MISSING | MISSING |' in md
+  assert 'Traceback: boom' in md and 'FAILED OR SKIPPED RUNS' in md
+
+
+def test_missing_metric_file_fails_the_run(tmp_path):
+  """Exit code 0 but no ava_eval_results.json: the run is failed, not 0."""
+
+  class NoAvaJson(StubRunner):
+
+    def __call__(self, spec):
+      rc = super().__call__(spec)
+      if spec.stage == tb.AVA:
+        os.remove(os.path.join(spec.model_dir, 'ava_eval_results.json'))
+      return rc
+
+  result = tb.run_benchmark(str(tmp_path), seeds=[0], quick=True,
+                            runner=NoAvaJson())
+  assert not result.ok
+  runs = {r['name']: r for r in result.report['runs']}
+  assert runs['seed0/ava/random']['status'] == 'failed'
+  assert 'ava_eval_results.json: missing' in runs['seed0/ava/random']['error']
+  assert result.report['summary']['ava_map']['random']['n'] == 0
+
+
+def test_stale_ava_results_are_rejected(tmp_path):
+
+  class StaleAva(StubRunner):
+
+    def __call__(self, spec):
+      rc = super().__call__(spec)
+      if spec.stage == tb.AVA:
+        with open(os.path.join(spec.model_dir, 'ava_eval_results.json'),
+                  'w') as f:
+          json.dump({'mAP': 0.9, 'global_step': 5}, f)
+      return rc
+
+  result = tb.run_benchmark(str(tmp_path), seeds=[0], quick=True,
+                            runner=StaleAva())
+  runs = {r['name']: r for r in result.report['runs']}
+  assert 'global_step is 5, expected the final step 10' in runs[
+      'seed0/ava/const_cl']['error']
+
+
+def test_runner_exception_is_a_failed_run(tmp_path):
+
+  class Raises(StubRunner):
+
+    def __call__(self, spec):
+      if spec.name == 'seed0/tracking/random':
+        raise RuntimeError('no such binary')
+      return super().__call__(spec)
+
+  result = tb.run_benchmark(str(tmp_path), seeds=[0], quick=True,
+                            runner=Raises())
+  runs = {r['name']: r for r in result.report['runs']}
+  assert runs['seed0/tracking/random']['status'] == 'failed'
+  assert runs['seed0/tracking/random']['error'] == (
+      'runner raised RuntimeError: no such binary')
+  assert runs['seed0/track_eval/random']['status'] == 'skipped'
+  assert result.report['missing_metrics'] == [
+      'tracking_precision/random', 'tracking_success/random']
+  assert not result.ok
+
+
+def test_interrupt_terminates_running_children(tmp_path):
+  """Ctrl-C / SIGTERM while runs are going: the children are terminated."""
+
+  class Interrupting(StubRunner):
+    terminated = False
+
+    def __call__(self, spec):
+      raise KeyboardInterrupt('stop')
+
+    def terminate_all(self):
+      Interrupting.terminated = True
+
+  with pytest.raises(KeyboardInterrupt):
+    tb.execute_plan(tb.plan_runs(str(tmp_path), [0], tb.QUICK_BUDGET),
+                    Interrupting(), tb.QUICK_BUDGET)
+  assert Interrupting.terminated

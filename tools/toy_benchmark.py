@@ -1,0 +1,81 @@
+"""Toy-world benchmark: random init vs CVRL vs ConST-CL on three tasks.
+
+Pretrains ConST-CL and CVRL on the toy world with the same budget and seed,
+then trains and evaluates a linear probe (classification top-1), the AVA head
+(mAP) and a SiamFC tracker (OTB precision / success AUC) on each of the
+three backbones, every run through `train.py` (and `tools/track.py`) in a
+subprocess. Writes results.md (table), results.json (every run and the
+summary) and results.png (bar chart) into --output_dir. See
+tasks/toy_benchmark.py and docs/toy_benchmark.md.
+
+Usage (from the repo root):
+  python tools/toy_benchmark.py --output_dir=/tmp/toy_bench --quick
+  python tools/toy_benchmark.py --output_dir=/tmp/toy_bench --seeds=3
+  python tools/toy_benchmark.py --output_dir=/tmp/toy_bench \
+      --pretrain_steps=600 --jobs=2
+
+Exits non-zero if any run failed or any number is missing (the failed runs
+and their log tails are in results.md and results.json).
+"""
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app
+from absl import flags
+from absl import logging
+
+from tasks import toy_benchmark
+
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', None,
+                                  'Where runs and results go.', required=True)
+_SEEDS = flags.DEFINE_integer('seeds', 1, 'Run everything with seeds '
+                              '0..seeds-1.', lower_bound=1)
+_QUICK = flags.DEFINE_bool('quick', False, 'Few steps everywhere (smoke/CI).')
+_JOBS = flags.DEFINE_integer('jobs', 1, 'Runs executed concurrently.',
+                             lower_bound=1)
+_PRETRAIN_STEPS = flags.DEFINE_integer('pretrain_steps', None,
+                                       'Override the pretraining steps.')
+_LINEAR_EVAL_STEPS = flags.DEFINE_integer('linear_eval_steps', None,
+                                          'Override the linear-probe steps.')
+_AVA_STEPS = flags.DEFINE_integer('ava_steps', None,
+                                  'Override the AVA steps.')
+_TRACKING_STEPS = flags.DEFINE_integer('tracking_steps', None,
+                                       'Override the tracking steps.')
+
+
+def _interrupt(signum, frame):
+  del frame
+  # Unwinds run_benchmark, which terminates the running train.py children.
+  raise KeyboardInterrupt(f'signal {signum}')
+
+
+def main(argv):
+  del argv
+  signal.signal(signal.SIGTERM, _interrupt)
+  budget = toy_benchmark.QUICK_BUDGET if _QUICK.value else (
+      toy_benchmark.Budget())
+  changes = {k: f.value for k, f in (
+      ('pretrain_steps', _PRETRAIN_STEPS), ('linear_eval_steps',
+                                            _LINEAR_EVAL_STEPS),
+      ('ava_steps', _AVA_STEPS), ('tracking_steps', _TRACKING_STEPS))
+             if f.value is not None}
+  budget = toy_benchmark.dataclasses.replace(budget, **changes)
+  result = toy_benchmark.run_benchmark(
+      _OUTPUT_DIR.value, seeds=list(range(_SEEDS.value)), quick=_QUICK.value,
+      budget=budget, jobs=_JOBS.value, command=sys.argv)
+  out = os.path.abspath(_OUTPUT_DIR.value)
+  print(toy_benchmark.format_table(result.report['summary']))
+  print(f'results: {out}/results.md, results.json, results.png')
+  if not result.ok:
+    logging.error('failed runs: %s; missing numbers: %s',
+                  result.report['failures'],
+                  result.report['missing_metrics'])
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)
