@@ -92,14 +92,15 @@ def _distribute(setup, global_batch):
 
 
 @pytest.fixture(scope='module')
-def setups():
+def setups(mirrored_strategy):
   tf_keras.utils.set_random_seed(0)
   config = mw.tiny_config(use_sync_bn=True, global_batch=GLOBAL_BATCH,
                           learning_rate=1.0)
   single = _setup(tf.distribute.get_strategy(), config)
   init = mw.variables_by_name(single['model'])
-  mirrored = _setup(
-      tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']), config, init)
+  # The session's strategy (tests/conftest.py): a second one in the same
+  # process would clash with its collective keys.
+  mirrored = _setup(mirrored_strategy, config, init)
   assert mirrored['strategy'].num_replicas_in_sync == 2
   return dict(config=config, single=single, mirrored=mirrored, init=init)
 

@@ -94,8 +94,8 @@ def test_loss_at_zero_logits_is_log2_and_zero_without_boxes():
   assert none.numpy() == 0.0
 
 
-def test_global_valid_boxes_sums_over_replicas():
-  strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+def test_global_valid_boxes_sums_over_replicas(mirrored_strategy):
+  strategy = mirrored_strategy  # Shared: see tests/conftest.py.
   masks = [tf.constant([[1.0, 1.0, 0.0]]), tf.constant([[1.0, 0.0, 0.0]])]
   per_replica = strategy.experimental_distribute_values_from_function(
       lambda ctx: masks[ctx.replica_id_in_sync_group])

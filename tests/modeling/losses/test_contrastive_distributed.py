@@ -17,8 +17,8 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope='module')
-def strategy():
-  return tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+def strategy(mirrored_strategy):
+  return mirrored_strategy  # Shared: see tests/conftest.py.
 
 
 def _run_both(strategy, loss_fn, arrays, w_init):
