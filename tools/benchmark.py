@@ -4,7 +4,7 @@ In one process, on identical inputs: our ConST-CL train step, CVRL
 (Model Garden video_ssl), a bare ResNet3D-50 and the fp32 matmul peak; then
 the input pipelines (ours vs video_ssl's) on the same JPEG TFRecords; then how
 our step scales with batch and frames. See tasks/benchmark.py for what is
-measured and how, and docs/performance.md for a run.
+measured and how, and the README section "Performance" for a run.
 
 Usage (from the repo root):
   python tools/benchmark.py --output_json /tmp/bench.json          # ~15 min

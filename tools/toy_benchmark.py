@@ -6,7 +6,7 @@ then trains and evaluates a linear probe (classification top-1), the AVA head
 three backbones, every run through `train.py` (and `tools/track.py`) in a
 subprocess. Writes results.md (table), results.json (every run and the
 summary) and results.png (bar chart) into --output_dir. See
-tasks/toy_benchmark.py and docs/toy_benchmark.md.
+tasks/toy_benchmark.py and the README section "Toy-world benchmark".
 
 Usage (from the repo root):
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench --quick
