@@ -13,8 +13,8 @@ whole batches with the default strategy. All start from the same weights
     the two processes): loss equal to 5e-4 relative (training-mode BN on
     these noise inputs divides by tiny batch deviations; 1.4e-4 was measured
     across two processes with the 64-wide toy stem, see also
-    tests/test_distributed.py) and BN moving statistics to 1e-5; the workers
-    stay bitwise identical.
+    tests/test_distributed.py) and BN moving statistics to 1e-3 relative;
+    the workers stay bitwise identical.
 
 A worker that hangs (e.g. waiting for a peer that died) cannot hang CI:
 every worker runs in its own session with a deadline and is killed, with
@@ -144,8 +144,14 @@ def test_two_workers_end_with_the_one_process_weights(tmp_path):
       # Mirrored variables: the workers apply the same all-reduced update.
       np.testing.assert_array_equal(finals[0][name], finals[1][name],
                                     err_msg=name)
-      if part == 'final' or not train:
+      if part == 'final':
         np.testing.assert_allclose(finals[0][name], value, rtol=0, atol=1e-5,
                                    err_msg=name)
+      elif not train:
+        # Moving statistics after the training-mode step: the same 5e-4
+        # relative rounding as that step's loss (3.3e-5 on a 0.062 mean
+        # was seen in CI).
+        np.testing.assert_allclose(finals[0][name], value, rtol=1e-3,
+                                   atol=1e-5, err_msg=name)
       moved += int(not np.array_equal(value, before))
     assert moved > 50, part

@@ -3,14 +3,15 @@
 XLA: the whole `ConstCLPretrainTask.train_step` (forward, both losses,
 gradients, SGD update, metrics) compiles with `jit_compile=True` and gives
 the loss (1e-4) and, to float32 precision of training-mode BN, the update
-of the uncompiled step. The `random` and
+of the uncompiled step (same direction per variable). The `random` and
 `nearest` region-frame strategies compile too (`tf.random.uniform` has an
 XLA kernel; the draw is stateful, so it is checked for range, not value).
 
 bfloat16: with the `bfloat16` policy set before the model is built (as
 train.py does for `runtime.mixed_precision_dtype: bfloat16`) the model
-computes in bfloat16, keeps float32 variables, and the losses (computed in
-float32) stay finite and near the float32 ones.
+computes in bfloat16, keeps float32 variables, its inference-mode loss
+(computed in float32) is within 2% of the float32 model's, and a training
+step stays finite.
 """
 import importlib.util
 import os
@@ -71,18 +72,27 @@ def test_train_step_compiles_with_xla_and_matches_the_plain_step(
   loss_xla, after_xla = results[True]
   assert np.isfinite(loss_plain)
   np.testing.assert_allclose(loss_xla, loss_plain, rtol=1e-4)
-  # The update (lr x gradient) agrees to 5% of each variable's largest
-  # update: XLA reorders the float32 reductions of training-mode BN, whose
-  # backward pass cancels digits (see tests/test_distributed.py: permuting
-  # the videos of one batch already moves the stem gradient by ~0.4%).
+  # The update (lr x gradient) agrees in direction, variable by variable
+  # (cosine > 0.99), and over the whole model to 2% of its norm. Not element
+  # by element: XLA reorders the float32 reductions of training-mode BN, whose
+  # backward pass cancels digits on these noise inputs (see
+  # tests/test_distributed.py: permuting the videos of one batch already
+  # moves the stem gradient by ~0.4%); CI saw single BN-beta entries move by
+  # half their value while the variable's update stayed parallel.
   moved = 0
+  diff_sq = total_sq = 0.0
   for key, before in s['init'].items():
-    update_plain = after_plain[key] - before
-    update_xla = after_xla[key] - before
-    scale = float(np.abs(update_plain).max())
-    np.testing.assert_allclose(update_xla, update_plain, rtol=0,
-                               atol=1e-6 + 0.05 * scale, err_msg=key)
-    moved += int(scale > 0)
+    update_plain = (after_plain[key] - before).ravel().astype(np.float64)
+    update_xla = (after_xla[key] - before).ravel().astype(np.float64)
+    norm_plain = np.linalg.norm(update_plain)
+    diff_sq += float(np.sum((update_xla - update_plain)**2))
+    total_sq += norm_plain**2
+    if norm_plain > 1e-6:
+      cosine = update_xla @ update_plain / (
+          np.linalg.norm(update_xla) * norm_plain)
+      assert cosine > 0.99, (key, cosine)
+      moved += 1
+  assert np.sqrt(diff_sq) <= 0.02 * np.sqrt(total_sq), (diff_sq, total_sq)
   assert moved > 50  # the update was applied by both
 
 
@@ -109,14 +119,17 @@ def test_region_frame_strategies_compile_with_xla(strategy):
     assert len(set(t_a.tolist())) > 1
 
 
-def test_bfloat16_steps_are_finite_and_close_to_float32(float32_setup):
+def test_bfloat16_model_matches_float32_and_trains_finite(float32_setup):
   s = float32_setup
-  inputs = [_batch(s['config'], seed=20 + i) for i in range(3)]
-  # The float32 reference loss of the first step from the same weights.
+  inputs = _batch(s['config'], seed=20)
+  # Reference: the float32 loss in inference mode (BN on its moving
+  # statistics), from the same weights. Inference mode, because training-mode
+  # BN on these noise inputs divides by tiny batch deviations and turns
+  # bfloat16 rounding into ~10-20% loss differences (measured); that is a
+  # property of the inputs, not of the precision policy.
   _reset(s['model'], s['optimizer'], s['init'])
-  loss_f32 = float(tf.function(
-      lambda x: s['task'].train_step(x, s['model'], s['optimizer']))(
-          inputs[0])[s['task'].loss])
+  loss_f32 = float(s['task'].validation_step(inputs, s['model'])[
+      s['task'].loss])
 
   config = mw.tiny_config(use_sync_bn=False, global_batch=BATCH)
   config.runtime.mixed_precision_dtype = 'bfloat16'
@@ -127,19 +140,21 @@ def test_bfloat16_steps_are_finite_and_close_to_float32(float32_setup):
     tf_keras.mixed_precision.set_global_policy('float32')
   mw.set_variables(model, s['init'])
   assert all(v.dtype == tf.float32 for v in model.weights)
-  raw = model(inputs[0], training=False)
+  raw = model(inputs, training=False)
   assert raw['global_embeddings'].dtype == tf.bfloat16
   assert not isinstance(optimizer,
                         tf_keras.mixed_precision.LossScaleOptimizer)
-  step = tf.function(lambda x: task.train_step(x, model, optimizer))
-  losses = []
-  for x in inputs:
-    out = step(x)[task.loss]
-    assert out.dtype == tf.float32
-    losses.append(float(out))
-  assert all(np.isfinite(losses)), losses
-  # bfloat16 keeps 8 bits of mantissa, and training-mode BN divides by the
-  # tiny batch deviation of some channels on these noise inputs, which
-  # amplifies rounding: measured ~8% from the float32 loss.
-  np.testing.assert_allclose(losses[0], loss_f32, rtol=0.2)
-  assert all(np.isfinite(v.numpy()).all() for v in model.weights)
+  loss_bf16 = task.validation_step(inputs, model)[task.loss]
+  assert loss_bf16.dtype == tf.float32  # losses are computed in float32
+  np.testing.assert_allclose(float(loss_bf16), loss_f32, rtol=0.02)
+
+  # One training step: finite loss, float32 variables, all finite, moved.
+  loss = tf.function(lambda x: task.train_step(x, model, optimizer))(
+      inputs)[task.loss]
+  assert loss.dtype == tf.float32 and np.isfinite(float(loss))
+  # Matched by position (names get per-model suffixes).
+  after = list(mw.variables_by_name(model).values())
+  before = list(s['init'].values())
+  assert len(after) == len(before)
+  assert all(np.isfinite(v).all() for v in after)
+  assert sum(not np.array_equal(a, b) for a, b in zip(after, before)) > 50

@@ -116,7 +116,12 @@ def test_r3d50_parameter_counts(r3d50_models):
 
 
 def test_single_res5_matches_model_garden_resnet3d(r3d50_models):
-  """Same weights -> identical endpoints: our c5 network IS Model Garden's."""
+  """Same weights -> equal endpoints: our c5 network IS Model Garden's.
+
+  Equal to float32 rounding, not bit for bit: our stem computes the same
+  convolution as one 2D conv over stacked frames (StackedFramesConv3D), which
+  sums the same products in another order.
+  """
   mg, _, c5 = r3d50_models
   assert [w.shape for w in mg.weights] == [w.shape for w in c5.weights]
   c5.set_weights(mg.get_weights())
@@ -124,8 +129,10 @@ def test_single_res5_matches_model_garden_resnet3d(r3d50_models):
   ref = mg(x, training=False)
   out = c5(x, training=False)
   for level in ('2', '3', '4'):
-    np.testing.assert_array_equal(out[level].numpy(), ref[level].numpy())
-  np.testing.assert_array_equal(out['5g'].numpy(), ref['5'].numpy())
+    np.testing.assert_allclose(out[level].numpy(), ref[level].numpy(),
+                               rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(out['5g'].numpy(), ref['5'].numpy(),
+                             rtol=1e-4, atol=1e-5)
   # Without duplication the two res5 endpoints are one tensor.
   np.testing.assert_array_equal(out['5r'].numpy(), out['5g'].numpy())
   assert c5.output_specs['5r'] == c5.output_specs['5g']
