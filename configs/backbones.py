@@ -36,8 +36,7 @@ class ResNet3DY(hyperparams.Config):
   # Flat, one per block (res2 first); len == sum(block_repeats).
   temporal_kernel_sizes: Tuple[int, ...] = R3D50_TEMPORAL_KERNEL_SIZES  # >= 1
   stem_conv_temporal_kernel_size: int = 5  # int >= 1
-  # Width of the stem conv; 0 = base_filters (R3D-50: 64). See the backbone
-  # docstring for why the tiny variant uses 64.
+  # Width of the stem conv; 0 = base_filters (R3D-50: 64).
   stem_filters: int = 0  # int >= 0
   stem_conv_temporal_stride: int = 2  # int >= 1
   stem_pool_temporal_stride: int = 1  # int >= 1 (kernel 1 if 1, else 3)
@@ -122,7 +121,6 @@ def resnet_3d_y_tiny() -> ResNet3DY:
       model_id=14,
       block_repeats=(1, 1, 1, 1),
       base_filters=8,
-      stem_filters=64,
       temporal_kernel_sizes=(1, 1, 3, 3))
 
 

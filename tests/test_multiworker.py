@@ -12,7 +12,7 @@ whole batches with the default strategy. All start from the same weights
   * then 1 step with training-mode sync BN (the moments all-reduced over
     the two processes): loss equal to 5e-4 relative (training-mode BN on
     these noise inputs divides by tiny batch deviations; 1.4e-4 was measured
-    across two processes with the 64-wide toy stem, see also
+    across two processes with the toy backbone, see also
     tests/test_distributed.py) and BN moving statistics to 1e-3 relative;
     the workers stay bitwise identical.
 

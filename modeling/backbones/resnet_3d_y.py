@@ -71,11 +71,10 @@ class ResNet3DY(tf_keras.Model):
       input_specs: `InputSpec` of the [B, T, H, W, C] input.
       stem_conv_temporal_kernel_size: Temporal kernel size of the stem conv.
       stem_conv_temporal_stride: Temporal stride of the stem conv.
-      stem_filters: Width of the stem conv; 0 means `base_filters`. The
-        tiny variant keeps R3D-50's 64-wide stem on a narrow trunk. (The stem
-        is computed by `blocks_3d.StackedFramesConv3D`: TensorFlow's CPU
-        Conv3DBackpropFilter for the strided 3-channel stem took seconds per
-        step even at toy sizes.)
+      stem_filters: Width of the stem conv; 0 means `base_filters`. (The
+        stem is computed by `blocks_3d.StackedFramesConv3D`: TensorFlow's
+        CPU Conv3DBackpropFilter for the strided 3-channel stem took seconds
+        per step even at toy sizes, worst for narrow stems.)
       stem_pool_temporal_stride: Temporal stride of the stem max-pool (its
         temporal kernel is 1 when this is 1, else 3, as Model Garden's).
       duplicate_res5: If True, build res5g and res5r; if False, a single res5
@@ -152,7 +151,7 @@ class ResNet3DY(tf_keras.Model):
     # A temporal pool kernel of 1 when not striding in time keeps frames
     # independent in the stem, as Model Garden's ResNet3D does.
     pool_temporal_kernel = 1 if self._stem_pool_temporal_stride == 1 else 3
-    x = layers.MaxPool3D(
+    x = blocks_3d.FramewiseMaxPool3D(
         pool_size=[pool_temporal_kernel, 3, 3],
         strides=[self._stem_pool_temporal_stride, 2, 2],
         padding='same')(x)
