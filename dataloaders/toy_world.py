@@ -67,15 +67,15 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import time
-import uuid
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import cv2
 import numpy as np
+
+from dataloaders import cache
 
 # Bump when rendering changes so cached datasets are rebuilt.
 TOY_WORLD_VERSION = 1
@@ -112,7 +112,6 @@ GOT10K_PIXEL_ORIGIN = 0
 OTB_PIXEL_ORIGIN = 1
 _OTB_SEPARATORS = (',', '\t', ' ')
 
-_COMPLETE_MARKER = '_COMPLETE'
 _SPLIT_SALT = {'train': 1, 'validation': 2, 'test': 3}
 
 
@@ -853,27 +852,14 @@ def ensure_toy_dataset(cache_dir: Optional[str] = None,
                                          num_shards))
   paths = _dataset_paths(folder, min(num_shards, num_train),
                          min(num_shards, num_val))
-  if os.path.exists(os.path.join(folder, _COMPLETE_MARKER)):
+  if cache.is_complete(folder):
     logging.info('toy world: reusing %s', folder)
     return paths
-  os.makedirs(root, exist_ok=True)
-  if os.path.exists(folder):
-    # Only reachable if someone tampered with the cache: an incomplete
-    # dataset is never renamed into place. Move it aside and rebuild.
-    stale = f'{folder}.stale-{uuid.uuid4().hex[:8]}'
-    logging.warning('toy world: %s has no %s marker; moving it to %s',
-                    folder, _COMPLETE_MARKER, stale)
-    try:
-      os.rename(folder, stale)
-    except OSError:
-      pass
-  tmp = os.path.join(root, f'.tmp-{os.path.basename(folder)}-{os.getpid()}-'
-                     f'{uuid.uuid4().hex[:8]}')
-  os.makedirs(tmp)
-  logging.info('toy world: creating %d train + %d validation videos (%dx%dx%d)'
-               ' in %s', num_train, num_val, spec.num_frames, spec.height,
-               spec.width, folder)
-  try:
+
+  def build(tmp):
+    logging.info('toy world: creating %d train + %d validation videos '
+                 '(%dx%dx%d) in %s', num_train, num_val, spec.num_frames,
+                 spec.height, spec.width, folder)
     write_video_split(tmp, 'train', num_train, seed, spec, num_shards)
     write_video_split(tmp, 'validation', num_val, seed, spec, num_shards)
     write_label_map(os.path.join(tmp, 'label_map.txt'))
@@ -881,18 +867,8 @@ def ensure_toy_dataset(cache_dir: Optional[str] = None,
       json.dump({'spec': dataclasses.asdict(spec), 'num_train': num_train,
                  'num_val': num_val, 'seed': seed,
                  'version': TOY_WORLD_VERSION}, f, indent=2)
-    with open(os.path.join(tmp, _COMPLETE_MARKER), 'w') as f:
-      f.write('ok\n')
-    try:
-      os.rename(tmp, folder)
-    except OSError:
-      # Another process renamed its complete copy first; use that one.
-      if not os.path.exists(os.path.join(folder, _COMPLETE_MARKER)):
-        raise
-      logging.info('toy world: another process created %s first', folder)
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
+
+  cache.build_once(folder, build, 'toy world')
   return paths
 
 

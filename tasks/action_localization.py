@@ -20,8 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from absl import logging
@@ -36,6 +34,7 @@ from official.vision.modeling import factory_3d
 
 from configs import action_localization as exp_cfg
 from dataloaders import ava_parser
+from dataloaders import cache
 from dataloaders import toy_world
 from dataloaders.converters import ava as ava_converter
 from modeling import action_localization_model  # pylint: disable=unused-import
@@ -46,7 +45,6 @@ from tasks.evaluation import ava as ava_eval
 # Per-box tensors returned by `validation_step` and gathered on the host.
 EVAL_OUTPUT_KEYS = ('scores', 'original_boxes', 'box_mask', 'video_id',
                     'timestamp')
-_COMPLETE_MARKER = '_COMPLETE'
 # Bump when the toy AVA layout or conversion changes, to rebuild caches.
 _TOY_AVA_VERSION = 1
 
@@ -99,19 +97,17 @@ def ensure_toy_ava_dataset(toy: exp_cfg.ToyAvaWorld) -> Dict[str, str]:
   root = toy.cache_dir or toy_world.default_cache_root()
   folder = os.path.join(root, f'ava-{key}')
   paths = _toy_paths(folder)
-  if os.path.exists(os.path.join(folder, _COMPLETE_MARKER)):
+  if cache.is_complete(folder):
     logging.info('toy AVA: reusing %s', folder)
     return paths
-  os.makedirs(root, exist_ok=True)
-  tmp = os.path.join(root, f'.tmp-ava-{key}-{os.getpid()}-'
-                     f'{uuid.uuid4().hex[:8]}')
   opts = ava_converter.ClipOptions(
       num_frames=toy.clip_num_frames, stride=toy.clip_stride,
       fps=float(spec.fps), short_side=toy.short_side)
-  logging.info('toy AVA: writing %d train + %d validation videos and '
-               'converting them in %s', toy.num_train_videos,
-               toy.num_validation_videos, folder)
-  try:
+
+  def build(tmp):
+    logging.info('toy AVA: writing %d train + %d validation videos and '
+                 'converting them in %s', toy.num_train_videos,
+                 toy.num_validation_videos, folder)
     for split, num in (('train', toy.num_train_videos),
                        ('validation', toy.num_validation_videos)):
       split_dir = os.path.join(tmp, split)
@@ -126,20 +122,8 @@ def ensure_toy_ava_dataset(toy: exp_cfg.ToyAvaWorld) -> Dict[str, str]:
       if summary['key_frames_written'] < 1:
         raise RuntimeError(f'toy AVA {split}: the converter wrote no key '
                            f'frame: {ava_converter.format_summary(summary)}')
-    if os.path.exists(folder):
-      # Only reachable if a complete folder lost its marker: set it aside.
-      os.rename(folder, f'{folder}.stale-{uuid.uuid4().hex[:8]}')
-    with open(os.path.join(tmp, _COMPLETE_MARKER), 'w') as f:
-      f.write('ok\n')
-    try:
-      os.rename(tmp, folder)
-    except OSError:
-      if not os.path.exists(os.path.join(folder, _COMPLETE_MARKER)):
-        raise
-      logging.info('toy AVA: another process created %s first', folder)
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
+
+  cache.build_once(folder, build, 'toy AVA')
   return paths
 
 

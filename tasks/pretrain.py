@@ -11,6 +11,7 @@ from official.core import task_factory
 from official.vision.modeling import factory_3d
 
 from configs import const_cl as exp_cfg
+from dataloaders import cache
 from dataloaders import region_sources
 from dataloaders import ssl_parser
 from dataloaders import toy_world
@@ -65,19 +66,15 @@ def _toy_segment_pattern(paths: Dict[str, str], split: str, method: str,
   source = paths[split]
   folder = os.path.join(paths['dir'], f'regions_{method}_n{num_boxes}_{split}')
   pattern = os.path.join(folder, os.path.basename(source))
-  if tf.io.gfile.exists(os.path.join(folder, '_COMPLETE')):
+  if cache.is_complete(folder):
     return pattern
-  tmp = f'{folder}.tmp-{os.getpid()}'
   logging.info('toy world: deriving %s boxes of %s into %s (once)', method,
                source, folder)
-  region_sources.precompute_regions(source, tmp, method, num_boxes=num_boxes)
-  with tf.io.gfile.GFile(os.path.join(tmp, '_COMPLETE'), 'w') as f:
-    f.write('ok\n')
-  try:
-    os.rename(tmp, folder)
-  except OSError:
-    # Another process finished first; keep its copy.
-    tf.io.gfile.rmtree(tmp)
+  cache.build_once(
+      folder,
+      lambda tmp: region_sources.precompute_regions(source, tmp, method,
+                                                    num_boxes=num_boxes),
+      f'toy {method} boxes')
   return pattern
 
 

@@ -21,9 +21,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import time
-import uuid
 from typing import Any, Dict, List, Optional
 
 from absl import logging
@@ -37,6 +35,7 @@ from official.vision.modeling import factory_3d
 
 from configs import tracking as exp_cfg
 from dataloaders import siamfc_pairs
+from dataloaders import cache
 from dataloaders import toy_world
 from dataloaders import tracking_readers
 from modeling import tracking_model
@@ -47,7 +46,6 @@ from tasks.evaluation import otb
 METRIC_NAMES = ('logistic_loss', 'l2_loss', 'center_accuracy',
                 'positive_score', 'negative_score')
 
-_COMPLETE_MARKER = '_COMPLETE'
 _TOY_TRACKING_VERSION = 1
 
 
@@ -85,13 +83,11 @@ def ensure_toy_tracking_data(toy: exp_cfg.ToyTrackingWorld,
   paths = {'train': os.path.join(folder, 'got10k_train'),
            'validation': os.path.join(folder, 'got10k_val'),
            'eval': os.path.join(folder, 'otb')}
-  if os.path.exists(os.path.join(folder, _COMPLETE_MARKER)):
+  if cache.is_complete(folder):
     return paths
-  os.makedirs(root, exist_ok=True)
-  tmp = os.path.join(root, f'.tmp-{os.path.basename(folder)}-{os.getpid()}-'
-                     f'{uuid.uuid4().hex[:8]}')
   start = time.time()
-  try:
+
+  def build(tmp):
     # Validation uses another seed than training: held-out sequences.
     toy_world.write_tracking_sequences(
         os.path.join(tmp, 'got10k_train'), toy.num_train_sequences,
@@ -104,16 +100,8 @@ def ensure_toy_tracking_data(toy: exp_cfg.ToyTrackingWorld,
         spec=spec, layout='otb')
     with open(os.path.join(tmp, 'spec.json'), 'w') as f:
       f.write(key + '\n')
-    with open(os.path.join(tmp, _COMPLETE_MARKER), 'w') as f:
-      f.write('ok\n')
-    try:
-      os.rename(tmp, folder)
-    except OSError:
-      if not os.path.exists(os.path.join(folder, _COMPLETE_MARKER)):
-        raise
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
+
+  cache.build_once(folder, build, 'toy tracking')
   logging.info('toy tracking data in %s (%.1fs)', folder, time.time() - start)
   return paths
 
