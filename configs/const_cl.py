@@ -281,6 +281,14 @@ def toy_task(task: ConstCLPretrainTask) -> ConstCLPretrainTask:
     data.shuffle_buffer_size = 64
     data.cycle_length = 2
     data.num_boxes = 4
+    # Milder views than the released ones (colour strength 1.0, crops from
+    # 30% of the frame): with those, at batch 16 on 64-px toy videos, the
+    # global branch collapses in the first 25 steps (every embedding at
+    # cosine 0.97-0.99 to every other) and its contrastive accuracy stays at
+    # chance (0.06 after 300 steps). With these it learns: global accuracy
+    # 0.12 -> 0.21 and local accuracy 0.75 after 300 steps (0.66 before).
+    data.color_jitter_strength = 0.5
+    data.min_crop_area = 0.6
   return task
 
 

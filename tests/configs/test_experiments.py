@@ -113,3 +113,8 @@ def test_toy_experiment_derives_from_the_kinetics_one():
   assert toy.task.train_data.feature_shape == (8, 64, 64, 3)
   assert toy.task.train_data.toy_world_split == 'train'
   assert toy.task.model.backbone.resnet_3d_y.block_repeats == (1, 1, 1, 1)
+  # Milder views (the released ones collapse the toy global branch).
+  assert (real.task.train_data.color_jitter_strength,
+          real.task.train_data.min_crop_area) == (1.0, 0.3)
+  for data in (toy.task.train_data, toy.task.validation_data):
+    assert (data.color_jitter_strength, data.min_crop_area) == (0.5, 0.6)
