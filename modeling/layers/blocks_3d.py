@@ -19,6 +19,14 @@ from official.modeling import tf_utils
 from official.vision.modeling.layers import nn_blocks_3d
 
 
+# Smallest H*W at which a stride-1 1x3x3 conv runs as a 2D conv over frames.
+# Forward + backward of one conv, 8 clips of 8 frames, TF 2.20 CPU, 2 cores
+# (median of 9): 28x28x64 -> 64: Conv3D 242 ms, 2D 119 ms; 14x14x128 -> 128:
+# 162 vs 121 ms; 7x7x256 -> 256: 122 vs 136 ms; 4x4x512 -> 512: 151 vs
+# 309 ms. So 2D from 14x14 up, the 3D op below.
+_MIN_FRAMEWISE_AREA = 14 * 14
+
+
 @tf_keras.utils.register_keras_serializable(package='ConstCL')
 class DilatedBottleneckBlock3D(nn_blocks_3d.BottleneckBlock3D):
   """Model Garden's 3D bottleneck block with a spatially dilated 3x3 conv.
@@ -98,13 +106,24 @@ class DilatedBottleneckBlock3D(nn_blocks_3d.BottleneckBlock3D):
     # gains a dilation. (Calling the parent's build and then replacing the
     # conv would move it to the end of the tracked layers and break the
     # weight order.)
+    height, width = input_shape[2], input_shape[3]
+    large = (height is not None and width is not None and
+             height * width >= _MIN_FRAMEWISE_AREA)
+
     def conv(filters, kernel_size, strides, dilation_rate=(1, 1, 1),
              padding='valid'):
-      # Spatially strided convs as 2D convs over frames: TensorFlow's CPU
-      # Conv3D gradient is ~10x slower for them (0.097 s vs 0.008 s for a
-      # 1x3x3 stride-2 conv on a 32x4x16x16x16 batch); same variables.
+      # Spatially strided convs, and 1x3x3 convs on large frames, as 2D
+      # convs over frames (same variables): TensorFlow's CPU Conv3D gradient
+      # is ~10x slower for the strided ones (0.097 s vs 0.008 s for a 1x3x3
+      # stride-2 conv on a 32x4x16x16x16 batch) and ~2x for the others at
+      # 28x28 (see `_MIN_FRAMEWISE_AREA`).
       strided = list(strides)[1:] != [1, 1]
-      layer = StackedFramesConv3D if strided else tf_keras.layers.Conv3D
+      kernel = ([kernel_size] * 3 if isinstance(kernel_size, int)
+                else list(kernel_size))
+      framewise = (large and kernel[0] == 1 and kernel[1:] != [1, 1] and
+                   tuple(dilation_rate) == (1, 1, 1))
+      layer = (StackedFramesConv3D if strided or framewise
+               else tf_keras.layers.Conv3D)
       return layer(
           filters=filters,
           kernel_size=kernel_size,

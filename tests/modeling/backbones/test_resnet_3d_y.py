@@ -12,6 +12,7 @@ import tf_keras
 from official.vision.configs import common
 from official.vision.modeling.backbones import factory
 from official.vision.modeling.backbones import resnet_3d
+from official.vision.modeling.layers import nn_blocks_3d
 
 from configs import backbones as backbones_cfg
 from modeling.backbones import resnet_3d_y
@@ -258,6 +259,38 @@ def test_dilated_block_equals_undilated_block_on_subsampled_grid():
   # And it is not a no-op: at dilation 1 on the full grid the values differ.
   assert not np.allclose(plain(x, training=False)[:, :, ::2, ::2].numpy(),
                          want.numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize('size,framewise', [(14, True), (13, False)])
+def test_block_runs_1x3x3_convs_framewise_on_large_frames(size, framewise):
+  """From 14x14 up the stride-1 1x3x3 conv is a 2D conv over frames; the
+  block stays Model Garden's BottleneckBlock3D (same weights, same outputs
+  and input gradients to float32 rounding)."""
+  x = tf.random.stateless_normal([2, 3, size, size, 16], seed=[3, 4])
+  kwargs = dict(filters=8, temporal_kernel_size=3, temporal_strides=1,
+                spatial_strides=1)
+  ours = blocks_3d.DilatedBottleneckBlock3D(**kwargs)
+  mg = nn_blocks_3d.BottleneckBlock3D(**kwargs)
+  ours(x)
+  mg(x)
+  assert (type(ours._spatial_conv) is blocks_3d.StackedFramesConv3D) == (
+      framewise)
+  # The 1x1x1 and 3x1x1 convs keep the 3D op at every size.
+  assert type(ours._temporal_conv) is tf_keras.layers.Conv3D
+  assert type(ours._expand_conv) is tf_keras.layers.Conv3D
+  ours.set_weights(mg.get_weights())
+  for training in (False, True):
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch(x)
+      got = ours(x, training=training)
+      want = mg(x, training=training)
+      got_loss = tf.reduce_sum(got * got)
+      want_loss = tf.reduce_sum(want * want)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(got_loss, x).numpy(),
+                               tape.gradient(want_loss, x).numpy(),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_block_rejects_stride_with_dilation():
