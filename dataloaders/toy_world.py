@@ -852,10 +852,6 @@ def ensure_toy_dataset(cache_dir: Optional[str] = None,
                                          num_shards))
   paths = _dataset_paths(folder, min(num_shards, num_train),
                          min(num_shards, num_val))
-  if cache.is_complete(folder):
-    logging.info('toy world: reusing %s', folder)
-    return paths
-
   def build(tmp):
     logging.info('toy world: creating %d train + %d validation videos '
                  '(%dx%dx%d) in %s', num_train, num_val, spec.num_frames,

@@ -97,9 +97,6 @@ def ensure_toy_ava_dataset(toy: exp_cfg.ToyAvaWorld) -> Dict[str, str]:
   root = toy.cache_dir or toy_world.default_cache_root()
   folder = os.path.join(root, f'ava-{key}')
   paths = _toy_paths(folder)
-  if cache.is_complete(folder):
-    logging.info('toy AVA: reusing %s', folder)
-    return paths
   opts = ava_converter.ClipOptions(
       num_frames=toy.clip_num_frames, stride=toy.clip_stride,
       fps=float(spec.fps), short_side=toy.short_side)

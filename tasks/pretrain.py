@@ -66,15 +66,14 @@ def _toy_segment_pattern(paths: Dict[str, str], split: str, method: str,
   source = paths[split]
   folder = os.path.join(paths['dir'], f'regions_{method}_n{num_boxes}_{split}')
   pattern = os.path.join(folder, os.path.basename(source))
-  if cache.is_complete(folder):
-    return pattern
-  logging.info('toy world: deriving %s boxes of %s into %s (once)', method,
-               source, folder)
-  cache.build_once(
-      folder,
-      lambda tmp: region_sources.precompute_regions(source, tmp, method,
-                                                    num_boxes=num_boxes),
-      f'toy {method} boxes')
+
+  def build(tmp):
+    logging.info('toy world: deriving %s boxes of %s into %s (once)', method,
+                 source, folder)
+    region_sources.precompute_regions(source, tmp, method,
+                                      num_boxes=num_boxes)
+
+  cache.build_once(folder, build, f'toy {method} boxes')
   return pattern
 
 

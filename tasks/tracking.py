@@ -83,8 +83,6 @@ def ensure_toy_tracking_data(toy: exp_cfg.ToyTrackingWorld,
   paths = {'train': os.path.join(folder, 'got10k_train'),
            'validation': os.path.join(folder, 'got10k_val'),
            'eval': os.path.join(folder, 'otb')}
-  if cache.is_complete(folder):
-    return paths
   start = time.time()
 
   def build(tmp):
@@ -101,8 +99,9 @@ def ensure_toy_tracking_data(toy: exp_cfg.ToyTrackingWorld,
     with open(os.path.join(tmp, 'spec.json'), 'w') as f:
       f.write(key + '\n')
 
-  cache.build_once(folder, build, 'toy tracking')
-  logging.info('toy tracking data in %s (%.1fs)', folder, time.time() - start)
+  if cache.build_once(folder, build, 'toy tracking'):
+    logging.info('toy tracking data in %s (%.1fs)', folder,
+                 time.time() - start)
   return paths
 
 
