@@ -136,31 +136,36 @@ QUICK_BUDGET = Budget(pretrain_steps=10, linear_eval_steps=10, ava_steps=10,
 
 
 @dataclasses.dataclass
-class RunSpec:
-  """One subprocess of the benchmark."""
+class RunIdentity:
+  """What names a run: shared by its spec and its result."""
   name: str
   stage: str
   backbone: str
   seed: int
   experiment: str
   overrides: Dict[str, Any]
-  model_dir: str
   argv: List[str]
+  model_dir: str
+
+  def identity(self) -> Dict[str, Any]:
+    """The identity fields (copies of the containers)."""
+    out = {f.name: getattr(self, f.name)
+           for f in dataclasses.fields(RunIdentity)}
+    out['overrides'] = dict(out['overrides'])
+    out['argv'] = list(out['argv'])
+    return out
+
+
+@dataclasses.dataclass
+class RunSpec(RunIdentity):
+  """One subprocess of the benchmark."""
   log_path: str
   depends_on: List[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
-class RunResult:
+class RunResult(RunIdentity):
   """What one run produced; `status` is ok | failed | skipped."""
-  name: str
-  stage: str
-  backbone: str
-  seed: int
-  experiment: str
-  overrides: Dict[str, Any]
-  argv: List[str]
-  model_dir: str
   status: str = 'ok'
   returncode: Optional[int] = None
   duration_s: float = 0.0  # wall clock
@@ -512,10 +517,7 @@ Runner = Callable[[RunSpec], Union[int, Tuple[int, Dict[str, float]]]]
 
 def execute_run(spec: RunSpec, runner: Runner, budget: Budget) -> RunResult:
   """Runs one spec from a clean model dir and reads its results."""
-  result = RunResult(name=spec.name, stage=spec.stage, backbone=spec.backbone,
-                     seed=spec.seed, experiment=spec.experiment,
-                     overrides=dict(spec.overrides), argv=list(spec.argv),
-                     model_dir=spec.model_dir)
+  result = RunResult(**spec.identity())
   # A stale checkpoint would make train.py resume instead of starting over.
   if os.path.isdir(spec.model_dir):
     shutil.rmtree(spec.model_dir)
@@ -559,10 +561,7 @@ def execute_run(spec: RunSpec, runner: Runner, budget: Budget) -> RunResult:
 
 
 def _unrun_result(spec: RunSpec, status: str, error: str) -> RunResult:
-  return RunResult(name=spec.name, stage=spec.stage, backbone=spec.backbone,
-                   seed=spec.seed, experiment=spec.experiment,
-                   overrides=dict(spec.overrides), argv=list(spec.argv),
-                   model_dir=spec.model_dir, status=status, error=error)
+  return RunResult(**spec.identity(), status=status, error=error)
 
 
 def execute_plan(runs: Sequence[RunSpec], runner: Runner, budget: Budget,
