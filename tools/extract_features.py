@@ -13,6 +13,13 @@ Examples:
       --checkpoint=/tmp/const_cl_toy --video_dir=/data/videos \
       --endpoint=res5r --num_clips=3 --format=tfrecord --output_dir=/tmp/f
 
+  # Pooled res5g of a randomly initialized model, labelled, as TFRecords
+  # (the baseline of tools/probe_features.py):
+  python tools/extract_features.py --experiment=const_cl_pretrain_toy \
+      --random_init --seed=0 --format=tfrecord --num_clips=2 \
+      --input_pattern='/root/.cache/const_cl/toy_world/*/train-*' \
+      --output_dir=/tmp/f_random_train
+
 Each video gives an array [num_clips, ...] (clips evenly spaced, centre crop,
 the experiment's clip size and stride): `res5g_pooled` [K, C],
 `global_embedding` [K, P], `res5r` [K, T', H', W', C]. npy files are named by
@@ -30,6 +37,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
+import tensorflow as tf
 
 from modeling import export as export_lib
 from tasks import features as features_lib
@@ -40,8 +48,11 @@ flags.DEFINE_string('experiment', None, 'Registered pretraining experiment.',
 flags.DEFINE_multi_string('config_file', None, 'YAML overrides (strict).')
 flags.DEFINE_string('params_override', '', 'a.b=1,c=2 overrides (strict).')
 flags.DEFINE_string('checkpoint', None,
-                    'Checkpoint prefix or model_dir (-> latest).',
-                    required=True)
+                    'Checkpoint prefix or model_dir (-> latest).')
+flags.DEFINE_bool('random_init', False,
+                  'No checkpoint: the randomly initialized model (the '
+                  'baseline of a probe), its initializers seeded by --seed.')
+flags.DEFINE_integer('seed', 0, 'TF global seed for --random_init.')
 flags.DEFINE_string('input_pattern', None, 'Glob of video TFRecords.')
 flags.DEFINE_string('video_dir', None, 'Folder of video files (cv2).')
 flags.DEFINE_string('output_dir', None, 'Output folder.', required=True)
@@ -61,6 +72,10 @@ def main(argv):
     print('error: give exactly one of --input_pattern and --video_dir',
           file=sys.stderr)
     return 2
+  if bool(FLAGS.checkpoint) == FLAGS.random_init:
+    print('error: give exactly one of --checkpoint and --random_init',
+          file=sys.stderr)
+    return 2
   try:
     params = features_lib.load_experiment_config(
         FLAGS.experiment, FLAGS.config_file, FLAGS.params_override)
@@ -73,8 +88,12 @@ def main(argv):
       paths = features_lib.list_video_files(FLAGS.video_dir)
       total = len(paths)
       videos = features_lib.iter_video_files(paths)
-    model = features_lib.load_pretrained_model(params, FLAGS.checkpoint,
-                                               FLAGS.experiment)
+    if FLAGS.random_init:
+      tf.random.set_seed(FLAGS.seed)
+      model = features_lib.build_pretrain_model(params)
+    else:
+      model = features_lib.load_pretrained_model(params, FLAGS.checkpoint,
+                                                 FLAGS.experiment)
     model = features_lib.rebuild_for_clip_size(params, model, num_frames,
                                                crop_size)
     module = export_lib.ConstCLExportModule(params, model, num_frames,
