@@ -6,15 +6,17 @@ split's features and reports top-1 on both splits. It is the quick check of
 whether a backbone's features carry a label *linearly*, independent of the
 linear-evaluation training run (`tasks/video_classification.py`: SGD with
 augmentation and a schedule): features are standardized with the training
-mean and std, the classifier is fitted by full-batch gradient descent on the
-mean cross-entropy + l2 / 2 * ||W||^2 (a convex problem: the result does not
-depend on a seed), for each l2 strength given.
+mean and std, and the classifier minimizes the mean cross-entropy +
+l2 / 2 * ||W||^2 with L-BFGS (scipy) and the exact gradient. The problem is
+strictly convex for l2 > 0, so the result does not depend on a seed or a
+step size; each row reports the final gradient norm.
 
 Multi-clip features [K, C] are averaged over clips first.
 """
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+from scipy import optimize
 import tensorflow as tf
 
 from dataloaders import video_records
@@ -34,17 +36,31 @@ def read_labelled_features(path: str) -> Tuple[List[str], np.ndarray,
     raise FileNotFoundError(f'{path}: no such feature file (write it with '
                             'tools/extract_features.py --format=tfrecord)')
   names, feats, labels = [], [], []
-  for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
-    ex = tf.train.Example.FromString(serialized)
+  try:
+    records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+  except tf.errors.OpError as e:
+    raise ValueError(f'{path}: not a readable TFRecord file: '
+                     f'{e.message}') from e
+  for index, serialized in enumerate(records):
+    try:
+      ex = tf.train.Example.FromString(serialized)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f'{path}: record {index} is not a tf.train.Example: '
+                       f'{e}') from e
     f = ex.features.feature
-    name = f[video_records.VIDEO_ID_KEY].bytes_list.value[0].decode('utf-8')
+    ids = f[video_records.VIDEO_ID_KEY].bytes_list.value
+    name = ids[0].decode('utf-8') if ids else f'#{index}'
     label = list(f[video_records.LABEL_KEY].int64_list.value)
     if len(label) != 1:
       raise ValueError(f'{path}: record {name!r} has {len(label)} labels '
                        f'({label}); the probe needs exactly one')
     shape = list(f[features_lib.FEATURE_SHAPE_KEY].int64_list.value)
-    x = np.asarray(f[features_lib.FEATURE_KEY].float_list.value,
-                   np.float64).reshape(shape)
+    values = f[features_lib.FEATURE_KEY].float_list.value
+    if not shape or int(np.prod(shape)) != len(values):
+      raise ValueError(f'{path}: record {name!r} has {len(values)} feature '
+                       f'values for the shape {shape} '
+                       f'({features_lib.FEATURE_SHAPE_KEY})')
+    x = np.asarray(values, np.float64).reshape(shape)
     if x.ndim == 2:  # [clips, C]
       x = x.mean(axis=0)
     if x.ndim != 1:
@@ -64,48 +80,53 @@ def read_labelled_features(path: str) -> Tuple[List[str], np.ndarray,
 
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float,
-                steps: int = 2000, learning_rate: float = 0.5
-                ) -> Dict[str, np.ndarray]:
-  """Fits W, b by full-batch gradient descent on standardized `x`.
+                max_iterations: int = 1000) -> Dict[str, np.ndarray]:
+  """Fits W, b on standardized `x` (L-BFGS on the regularized objective).
 
   Args:
     x: [N, C] training features.
     y: [N] labels in [0, num_classes).
     num_classes: number of classes.
-    l2: weight of l2 / 2 * ||W||^2 (not on the bias).
-    steps: gradient steps.
-    learning_rate: step size (the standardized problem is well scaled).
+    l2: weight of l2 / 2 * ||W||^2 (not on the bias); > 0.
+    max_iterations: L-BFGS iteration cap.
 
   Returns:
     dict with `w` [C, K], `b` [K], `mean` [C], `std` [C] (the
-    standardization), `loss` (final objective).
+    standardization), `loss` (final objective) and `grad_norm` (its final
+    gradient's norm: ~0 at the optimum).
   """
   if x.ndim != 2 or y.shape != (x.shape[0],):
     raise ValueError(f'need x [N, C] and y [N], got {x.shape} and {y.shape}')
   if y.min() < 0 or y.max() >= num_classes:
     raise ValueError(f'labels must be in [0, {num_classes}), got '
                      f'[{y.min()}, {y.max()}]')
+  if l2 <= 0:
+    raise ValueError(f'l2 must be > 0, got {l2}')
   mean = x.mean(axis=0)
   std = x.std(axis=0) + 1e-6
   z = (x - mean) / std
   n, c = z.shape
   onehot = np.eye(num_classes)[y]
-  w = np.zeros((c, num_classes))
-  b = np.zeros(num_classes)
-  loss = None
-  for _ in range(steps):
+
+  def objective(theta):
+    w = theta[:c * num_classes].reshape(c, num_classes)
+    b = theta[c * num_classes:]
     logits = z @ w + b
     logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    p /= p.sum(axis=1, keepdims=True)
-    g = (p - onehot) / n
-    w -= learning_rate * (z.T @ g + l2 * w)
-    b -= learning_rate * g.sum(axis=0)
-  logits = z @ w + b
-  logits -= logits.max(axis=1, keepdims=True)
-  log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-  loss = -log_p[np.arange(n), y].mean() + 0.5 * l2 * np.sum(w * w)
-  return {'w': w, 'b': b, 'mean': mean, 'std': std, 'loss': float(loss)}
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    loss = -np.mean(np.sum(onehot * log_p, axis=1)) + 0.5 * l2 * np.sum(w * w)
+    r = (np.exp(log_p) - onehot) / n
+    grad = np.concatenate([(z.T @ r + l2 * w).ravel(), r.sum(axis=0)])
+    return loss, grad
+
+  theta0 = np.zeros(c * num_classes + num_classes)
+  result = optimize.minimize(objective, theta0, jac=True, method='L-BFGS-B',
+                             options={'maxiter': max_iterations,
+                                      'gtol': 1e-8, 'ftol': 1e-12})
+  loss, grad = objective(result.x)
+  return {'w': result.x[:c * num_classes].reshape(c, num_classes),
+          'b': result.x[c * num_classes:], 'mean': mean, 'std': std,
+          'loss': float(loss), 'grad_norm': float(np.linalg.norm(grad))}
 
 
 def top1(model: Dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
@@ -115,14 +136,15 @@ def top1(model: Dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
 
 
 def probe(train_path: str, validation_path: str,
-          l2s: Sequence[float] = (1e-1, 1e-2, 1e-3), steps: int = 2000
-          ) -> Dict[str, object]:
+          l2s: Sequence[float] = (1e-1, 1e-2, 1e-3),
+          max_iterations: int = 1000) -> Dict[str, object]:
   """Fits one probe per l2 strength; top-1 on both splits.
 
   Returns:
     dict with `num_train`, `num_validation`, `num_classes` (1 + the largest
     label of either split), `chance` (the most frequent validation class's
-    share) and `rows`: [{l2, train_top1, validation_top1, loss}].
+    share) and `rows`: [{l2, train_top1, validation_top1, loss,
+    grad_norm}].
   """
   _, x_train, y_train = read_labelled_features(train_path)
   _, x_val, y_val = read_labelled_features(validation_path)
@@ -132,10 +154,10 @@ def probe(train_path: str, validation_path: str,
   num_classes = int(max(y_train.max(), y_val.max())) + 1
   rows = []
   for l2 in l2s:
-    model = fit_softmax(x_train, y_train, num_classes, l2, steps)
+    model = fit_softmax(x_train, y_train, num_classes, l2, max_iterations)
     rows.append({'l2': float(l2), 'train_top1': top1(model, x_train, y_train),
                  'validation_top1': top1(model, x_val, y_val),
-                 'loss': model['loss']})
+                 'loss': model['loss'], 'grad_norm': model['grad_norm']})
   return {'num_train': int(len(y_train)), 'num_validation': int(len(y_val)),
           'num_classes': num_classes,
           'chance': float(np.bincount(y_val).max() / len(y_val)),

@@ -37,7 +37,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
-import tensorflow as tf
+import tf_keras
 
 from modeling import export as export_lib
 from tasks import features as features_lib
@@ -52,7 +52,8 @@ flags.DEFINE_string('checkpoint', None,
 flags.DEFINE_bool('random_init', False,
                   'No checkpoint: the randomly initialized model (the '
                   'baseline of a probe), its initializers seeded by --seed.')
-flags.DEFINE_integer('seed', 0, 'TF global seed for --random_init.')
+flags.DEFINE_integer('seed', 0, 'Seed of the initializers for --random_init '
+                     '(tf_keras.utils.set_random_seed).')
 flags.DEFINE_string('input_pattern', None, 'Glob of video TFRecords.')
 flags.DEFINE_string('video_dir', None, 'Folder of video files (cv2).')
 flags.DEFINE_string('output_dir', None, 'Output folder.', required=True)
@@ -89,7 +90,8 @@ def main(argv):
       total = len(paths)
       videos = features_lib.iter_video_files(paths)
     if FLAGS.random_init:
-      tf.random.set_seed(FLAGS.seed)
+      # Seeds Python, NumPy and TF, which the Keras initializers draw from.
+      tf_keras.utils.set_random_seed(FLAGS.seed)
       model = features_lib.build_pretrain_model(params)
     else:
       model = features_lib.load_pretrained_model(params, FLAGS.checkpoint,

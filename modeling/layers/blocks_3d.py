@@ -214,7 +214,9 @@ class StackedFramesConv3D(tf_keras.layers.Conv3D):
   temporally shifted copies of the input are concatenated on the channel axis
   (kt*C channels) and convolved with the kernel reshaped to
   [kh, kw, kt*C, F]; the 2D kernels are fast on CPU and compile under XLA.
-  Only worth it when kt*C is small (the stem).
+  Used for the stem, spatially strided convs and 1x3x3 convs on large frames
+  (`DilatedBottleneckBlock3D`); temporal (kt x 1 x 1) convs stay 3D, where
+  the concatenated copies make it slower.
   """
 
   def __init__(self, *args, **kwargs):
