@@ -17,9 +17,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from scipy import optimize
-import tensorflow as tf
 
-from dataloaders import video_records
 from tasks import features as features_lib
 
 
@@ -29,38 +27,17 @@ def read_labelled_features(path: str) -> Tuple[List[str], np.ndarray,
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    ValueError: a record has no label (or several), or the feature sizes
+    ValueError: an unreadable file or record (`features.iter_feature_
+      records`), a record without exactly one label, or feature sizes that
       differ, naming the record.
   """
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f'{path}: no such feature file (write it with '
-                            'tools/extract_features.py --format=tfrecord)')
   names, feats, labels = [], [], []
-  try:
-    records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
-  except tf.errors.OpError as e:
-    raise ValueError(f'{path}: not a readable TFRecord file: '
-                     f'{e.message}') from e
-  for index, serialized in enumerate(records):
-    try:
-      ex = tf.train.Example.FromString(serialized)
-    except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f'{path}: record {index} is not a tf.train.Example: '
-                       f'{e}') from e
-    f = ex.features.feature
-    ids = f[video_records.VIDEO_ID_KEY].bytes_list.value
-    name = ids[0].decode('utf-8') if ids else f'#{index}'
-    label = list(f[video_records.LABEL_KEY].int64_list.value)
+  for name, x, label in features_lib.iter_feature_records(path):
     if len(label) != 1:
       raise ValueError(f'{path}: record {name!r} has {len(label)} labels '
                        f'({label}); the probe needs exactly one')
-    shape = list(f[features_lib.FEATURE_SHAPE_KEY].int64_list.value)
-    values = f[features_lib.FEATURE_KEY].float_list.value
-    if not shape or int(np.prod(shape)) != len(values):
-      raise ValueError(f'{path}: record {name!r} has {len(values)} feature '
-                       f'values for the shape {shape} '
-                       f'({features_lib.FEATURE_SHAPE_KEY})')
-    x = np.asarray(values, np.float64).reshape(shape)
+    shape = list(x.shape)
+    x = x.astype(np.float64)
     if x.ndim == 2:  # [clips, C]
       x = x.mean(axis=0)
     if x.ndim != 1:

@@ -391,17 +391,45 @@ def _feature_example(name: str, features: np.ndarray, endpoint: str,
   return ex
 
 
+def iter_feature_records(path: str
+                         ) -> Iterator[Tuple[str, np.ndarray, List[int]]]:
+  """(clip/id, features array, labels) of each record of a feature file.
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+    ValueError: the file is not a TFRecord file, a record is not a
+      tf.train.Example, or its value count does not fit its shape, naming
+      the file and the record.
+  """
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f'{path}: no such feature file (write it with '
+                            'tools/extract_features.py --format=tfrecord)')
+  try:
+    records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+  except tf.errors.OpError as e:
+    raise ValueError(f'{path}: not a readable TFRecord file: '
+                     f'{e.message}') from e
+  for index, serialized in enumerate(records):
+    try:
+      ex = tf.train.Example.FromString(serialized)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f'{path}: record {index} is not a tf.train.Example: '
+                       f'{e}') from e
+    f = ex.features.feature
+    ids = f[video_records.VIDEO_ID_KEY].bytes_list.value
+    name = ids[0].decode('utf-8') if ids else f'#{index}'
+    shape = list(f[FEATURE_SHAPE_KEY].int64_list.value)
+    values = f[FEATURE_KEY].float_list.value
+    if not shape or int(np.prod(shape)) != len(values):
+      raise ValueError(f'{path}: record {name!r} has {len(values)} feature '
+                       f'values for the shape {shape} ({FEATURE_SHAPE_KEY})')
+    yield (name, np.asarray(values, np.float32).reshape(shape),
+           list(f[video_records.LABEL_KEY].int64_list.value))
+
+
 def read_feature_records(path: str) -> Dict[str, np.ndarray]:
   """Reads feature TFRecords back: {clip/id: features array}."""
-  out = {}
-  for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
-    ex = tf.train.Example.FromString(serialized)
-    f = ex.features.feature
-    name = f[video_records.VIDEO_ID_KEY].bytes_list.value[0].decode('utf-8')
-    shape = list(f[FEATURE_SHAPE_KEY].int64_list.value)
-    out[name] = np.asarray(f[FEATURE_KEY].float_list.value,
-                           np.float32).reshape(shape)
-  return out
+  return {name: x for name, x, _ in iter_feature_records(path)}
 
 
 def extract_features(videos: Iterable[Video], extractor: FeatureExtractor,

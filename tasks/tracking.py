@@ -34,8 +34,8 @@ from official.core import task_factory
 from official.vision.modeling import factory_3d
 
 from configs import tracking as exp_cfg
-from dataloaders import siamfc_pairs
 from dataloaders import cache
+from dataloaders import siamfc_pairs
 from dataloaders import toy_world
 from dataloaders import tracking_readers
 from modeling import tracking_model
