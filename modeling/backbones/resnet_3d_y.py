@@ -72,7 +72,7 @@ class ResNet3DY(tf_keras.Model):
       stem_conv_temporal_kernel_size: Temporal kernel size of the stem conv.
       stem_conv_temporal_stride: Temporal stride of the stem conv.
       stem_filters: Width of the stem conv; 0 means `base_filters`. (The
-        stem is computed by `blocks_3d.StackedFramesConv3D`: TensorFlow's
+        stem conv class comes from `blocks_3d.conv3d_layer_for`: TensorFlow's
         CPU Conv3DBackpropFilter for the strided 3-channel stem took seconds
         per step even at toy sizes, worst for narrow stems.)
       stem_pool_temporal_stride: Temporal stride of the stem max-pool (its
@@ -130,12 +130,17 @@ class ResNet3DY(tf_keras.Model):
 
   def _build_model(self, inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
     """Builds stem, res2..res4 and the res5 branch(es); returns endpoints."""
-    # The 3-channel stem conv as stacked-frame 2D conv: same variable and
-    # outputs, ~100x faster filter gradient on CPU (see the layer).
-    x = blocks_3d.StackedFramesConv3D(
+    # The 3-channel strided stem conv runs as a stacked-frame 2D conv on
+    # frames of 14x14 and up: same variable and outputs, ~100x faster filter
+    # gradient on CPU (see `blocks_3d.conv3d_layer_for`).
+    stem_kernel = [self._stem_conv_temporal_kernel_size, 7, 7]
+    stem_strides = [self._stem_conv_temporal_stride, 2, 2]
+    stem_conv = blocks_3d.conv3d_layer_for(
+        stem_kernel, stem_strides, frame_size=tuple(inputs.shape[2:4]))
+    x = stem_conv(
         filters=self._stem_filters,
-        kernel_size=[self._stem_conv_temporal_kernel_size, 7, 7],
-        strides=[self._stem_conv_temporal_stride, 2, 2],
+        kernel_size=stem_kernel,
+        strides=stem_strides,
         use_bias=False,
         padding='same',
         kernel_initializer=tf_utils.clone_initializer(

@@ -9,8 +9,9 @@ the same sublayers with a dilated spatial conv: every variable (conv kernels,
 BN gamma/beta/moving statistics) keeps the shape, the attribute name and the
 creation order of the original block.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 import tf_keras
@@ -23,8 +24,62 @@ from official.vision.modeling.layers import nn_blocks_3d
 # Forward + backward of one conv, 8 clips of 8 frames, TF 2.20 CPU, 2 cores
 # (median of 9): 28x28x64 -> 64: Conv3D 242 ms, 2D 119 ms; 14x14x128 -> 128:
 # 162 vs 121 ms; 7x7x256 -> 256: 122 vs 136 ms; 4x4x512 -> 512: 151 vs
-# 309 ms. So 2D from 14x14 up, the 3D op below.
+# 309 ms. So 2D from 14x14 up, the 3D op below. Below it, spatially strided
+# convs run as one matmul (`MatmulConv3D`): 3x3 stride 2 on 32 frames of
+# 7x7x512 -> 512, 169 ms as a strided 2D conv, 124 ms as a matmul.
 _MIN_FRAMEWISE_AREA = 14 * 14
+# Most kernel taps (kt*kh*kw) of a strided conv computed by `MatmulConv3D`.
+_MAX_MATMUL_TAPS = 9
+# Smallest H*W at which a spatially strided 1x1x1 conv is a strided 2D conv
+# rather than a strided slice and a matmul (fwd + bwd, 32 frames: 28x28x256
+# -> 512, 54 vs 76 ms; 14x14x512 -> 1024, 106 vs 59 ms).
+_MIN_SLICED_2D_AREA = 28 * 28
+
+
+def conv3d_layer_for(kernel_size, strides, dilation_rate=(1, 1, 1),
+                     frame_size: Optional[Tuple[int, int]] = None):
+  """The layer class computing a Conv3D fastest on a TensorFlow CPU.
+
+  All choices have the variables of `tf_keras.layers.Conv3D` (one
+  [kt, kh, kw, C, F] kernel) and its outputs, so checkpoints do not care;
+  the backward pass of TensorFlow's CPU Conv3D is what is slow.
+
+  Args:
+    kernel_size: int or 3 ints (t, h, w).
+    strides: int or 3 ints.
+    dilation_rate: int or 3 ints; dilated convs keep `Conv3D`.
+    frame_size: (height, width) of the input frames, None if unknown.
+
+  Returns:
+    `MatmulConv3D` for 1x1x1 kernels (spatially strided ones only on frames
+    smaller than 28x28) and for spatially strided convs of at most 9 taps on
+    frames smaller than 14x14;
+    `StackedFramesConv3D` for the other spatially strided convs and for
+    stride-1 1xkxk convs on frames of at least 14x14;
+    `tf_keras.layers.Conv3D` otherwise.
+  """
+  def triple(v):
+    return [v] * 3 if isinstance(v, int) else [int(x) for x in v]
+  kernel, strides, dilation = (triple(kernel_size), triple(strides),
+                               triple(dilation_rate))
+  if dilation != [1, 1, 1]:
+    return tf_keras.layers.Conv3D
+  known = frame_size is not None and None not in frame_size
+  large = known and frame_size[0] * frame_size[1] >= _MIN_FRAMEWISE_AREA
+  if kernel == [1, 1, 1]:
+    # Except a spatially strided one on frames of 28x28 and up, where the
+    # strided copy and its gradient cost more than the 2D conv's stride.
+    huge = known and frame_size[0] * frame_size[1] >= _MIN_SLICED_2D_AREA
+    return (StackedFramesConv3D if huge and strides[1:] != [1, 1]
+            else MatmulConv3D)
+  if strides[1:] != [1, 1]:
+    # The im2col copy grows with the taps: a 5x7x7 stem stays a 2D conv.
+    small_kernel = int(np.prod(kernel)) <= _MAX_MATMUL_TAPS
+    return (MatmulConv3D if known and not large and small_kernel
+            else StackedFramesConv3D)
+  if large and kernel[0] == 1 and kernel[1:] != [1, 1]:
+    return StackedFramesConv3D
+  return tf_keras.layers.Conv3D
 
 
 @tf_keras.utils.register_keras_serializable(package='ConstCL')
@@ -106,24 +161,15 @@ class DilatedBottleneckBlock3D(nn_blocks_3d.BottleneckBlock3D):
     # gains a dilation. (Calling the parent's build and then replacing the
     # conv would move it to the end of the tracked layers and break the
     # weight order.)
-    height, width = input_shape[2], input_shape[3]
-    large = (height is not None and width is not None and
-             height * width >= _MIN_FRAMEWISE_AREA)
+    frame_size = (input_shape[2], input_shape[3])
 
     def conv(filters, kernel_size, strides, dilation_rate=(1, 1, 1),
              padding='valid'):
-      # Spatially strided convs, and 1x3x3 convs on large frames, as 2D
-      # convs over frames (same variables): TensorFlow's CPU Conv3D gradient
-      # is ~10x slower for the strided ones (0.097 s vs 0.008 s for a 1x3x3
-      # stride-2 conv on a 32x4x16x16x16 batch) and ~2x for the others at
-      # 28x28 (see `_MIN_FRAMEWISE_AREA`).
-      strided = list(strides)[1:] != [1, 1]
-      kernel = ([kernel_size] * 3 if isinstance(kernel_size, int)
-                else list(kernel_size))
-      framewise = (large and kernel[0] == 1 and kernel[1:] != [1, 1] and
-                   tuple(dilation_rate) == (1, 1, 1))
-      layer = (StackedFramesConv3D if strided or framewise
-               else tf_keras.layers.Conv3D)
+      # The block's input frame size: the shortcut, temporal and spatial
+      # convs see it; the expand conv (after the stride) is 1x1x1, whose
+      # choice does not depend on it.
+      layer = conv3d_layer_for(kernel_size, strides, dilation_rate,
+                               frame_size)
       return layer(
           filters=filters,
           kernel_size=kernel_size,
@@ -214,9 +260,9 @@ class StackedFramesConv3D(tf_keras.layers.Conv3D):
   temporally shifted copies of the input are concatenated on the channel axis
   (kt*C channels) and convolved with the kernel reshaped to
   [kh, kw, kt*C, F]; the 2D kernels are fast on CPU and compile under XLA.
-  Used for the stem, spatially strided convs and 1x3x3 convs on large frames
-  (`DilatedBottleneckBlock3D`); temporal (kt x 1 x 1) convs stay 3D, where
-  the concatenated copies make it slower.
+  Used for the stem, spatially strided convs and 1x3x3 convs on frames of
+  14x14 and up (`conv3d_layer_for`); temporal (kt x 1 x 1) convs stay 3D,
+  where the concatenated copies make it slower.
   """
 
   def __init__(self, *args, **kwargs):
@@ -248,10 +294,13 @@ class StackedFramesConv3D(tf_keras.layers.Conv3D):
     else:
       out_t = (frames - kt) // st + 1
     # Channel order (temporal offset, input channel) matches the kernel
-    # reshape below.
-    stacked = tf.concat(
-        [inputs[:, i:i + (out_t - 1) * st + 1:st] for i in range(kt)],
-        axis=-1)
+    # reshape below. A 1xkxk kernel at temporal stride 1 needs no copy.
+    if kt == 1 and st == 1:
+      stacked = inputs
+    else:
+      stacked = tf.concat(
+          [inputs[:, i:i + (out_t - 1) * st + 1:st] for i in range(kt)],
+          axis=-1)
     # Static batch when known (XLA, TPU), dynamic in the functional build.
     batch = stacked.shape[0] or tf.shape(stacked)[0]
     height, width = stacked.shape[2], stacked.shape[3]
@@ -262,3 +311,79 @@ class StackedFramesConv3D(tf_keras.layers.Conv3D):
         kernel_2d, strides=[1, sh, sw, 1], padding=self.padding.upper())
     return tf.reshape(outputs, [batch, out_t, outputs.shape[1],
                                 outputs.shape[2], f])
+
+
+@tf_keras.utils.register_keras_serializable(package='ConstCL')
+class MatmulConv3D(tf_keras.layers.Conv3D):
+  """A `Conv3D` computed as one matrix multiplication.
+
+  Same variables (a [kt, kh, kw, C, F] kernel), same outputs as
+  `tf_keras.layers.Conv3D` (channels last, 'same' or 'valid' padding, no
+  dilation). The kt*kh*kw shifted, strided views of the padded input are
+  concatenated on the channel axis (im2col; a 1x1x1 kernel needs only the
+  strided view) and multiplied by the kernel reshaped to [kt*kh*kw*C, F].
+  Why: on CPU the matmul and its gradients beat TensorFlow's Conv3D gradients
+  for 1x1x1 kernels, and the strided Conv2D input gradient on small frames
+  (fwd + bwd, 32 frames of 8 clips, 2 cores: 1x1 stride 2 7x7x1024 -> 2048:
+  205 ms as a strided 2D conv, 75 ms as a matmul; 1x1 28x28x256 -> 64:
+  64 ms as Conv3D, 30 ms as a matmul). The im2col copy makes large kernels
+  on large frames slower; `conv3d_layer_for` picks where it pays. Compiles
+  under XLA (slices, concat, matmul).
+  """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    if self.data_format != 'channels_last':
+      raise ValueError('MatmulConv3D supports channels_last only, got '
+                       f'{self.data_format}')
+    if tuple(self.dilation_rate) != (1, 1, 1) or self.groups != 1:
+      raise ValueError('MatmulConv3D supports no dilation and no groups, got '
+                       f'dilation_rate={self.dilation_rate}, '
+                       f'groups={self.groups}')
+    if self.padding not in ('same', 'valid'):
+      raise ValueError("MatmulConv3D padding must be 'same' or 'valid', got "
+                       f'{self.padding!r}')
+
+  def convolution_op(self, inputs, kernel):
+    if None in inputs.shape[1:4]:
+      # Unknown frame count or size (a model rebuilt from its config without
+      # input specs): the plain op; real inputs come with static shapes.
+      return super().convolution_op(inputs, kernel)
+    kernel_dims = kernel.shape[:3]
+    c, f = kernel.shape[3], kernel.shape[4]
+    pads, outs = [], []
+    for n, k, s in zip(inputs.shape[1:4], kernel_dims, self.strides):
+      if self.padding == 'same':
+        out = -(-n // s)
+        pad = max((out - 1) * s + k - n, 0)
+        pads.append([pad // 2, pad - pad // 2])
+      else:
+        out = (n - k) // s + 1
+        pads.append([0, 0])
+      outs.append(out)
+    if any(p for pair in pads for p in pair):
+      inputs = tf.pad(inputs, [[0, 0]] + pads + [[0, 0]])
+    views = []
+    # Offset order (t, h, w) then channel: the row order of the kernel
+    # reshape below.
+    for dt in range(kernel_dims[0]):
+      for dh in range(kernel_dims[1]):
+        for dw in range(kernel_dims[2]):
+          starts = (dt, dh, dw)
+          if starts == (0, 0, 0) and self.strides == (1, 1, 1) and (
+              tuple(outs) == tuple(inputs.shape[1:4])):
+            views.append(inputs)
+            continue
+          views.append(inputs[:, dt:dt + (outs[0] - 1) * self.strides[0] + 1:
+                              self.strides[0],
+                              dh:dh + (outs[1] - 1) * self.strides[1] + 1:
+                              self.strides[1],
+                              dw:dw + (outs[2] - 1) * self.strides[2] + 1:
+                              self.strides[2]])
+    stacked = views[0] if len(views) == 1 else tf.concat(views, axis=-1)
+    # Static batch when known (XLA, TPU), dynamic in the functional build.
+    batch = stacked.shape[0] or tf.shape(stacked)[0]
+    rows = int(np.prod(kernel_dims)) * c
+    outputs = tf.matmul(tf.reshape(stacked, [-1, rows]),
+                        tf.reshape(kernel, [rows, f]))
+    return tf.reshape(outputs, [batch] + outs + [f])

@@ -261,23 +261,34 @@ def test_dilated_block_equals_undilated_block_on_subsampled_grid():
                          want.numpy(), atol=1e-3)
 
 
-@pytest.mark.parametrize('size,framewise', [(14, True), (13, False)])
-def test_block_runs_1x3x3_convs_framewise_on_large_frames(size, framewise):
-  """From 14x14 up the stride-1 1x3x3 conv is a 2D conv over frames; the
+_MM = blocks_3d.MatmulConv3D
+_SF = blocks_3d.StackedFramesConv3D
+_3D = tf_keras.layers.Conv3D
+
+
+@pytest.mark.parametrize('size,stride,spatial,shortcut', [
+    (14, 1, _SF, _MM),  # 1x3x3 as 2D convs over frames from 14x14 up
+    (13, 1, _3D, _MM),
+    (7, 2, _MM, _MM),  # strided, small frames: matmuls
+    (28, 2, _SF, _SF),  # strided on 28x28: strided 2D convs
+])
+def test_block_picks_fast_conv_forms_and_equals_model_garden(
+    size, stride, spatial, shortcut):
+  """Each conv takes the class `conv3d_layer_for` picks for its size; the
   block stays Model Garden's BottleneckBlock3D (same weights, same outputs
   and input gradients to float32 rounding)."""
   x = tf.random.stateless_normal([2, 3, size, size, 16], seed=[3, 4])
   kwargs = dict(filters=8, temporal_kernel_size=3, temporal_strides=1,
-                spatial_strides=1)
+                spatial_strides=stride)
   ours = blocks_3d.DilatedBottleneckBlock3D(**kwargs)
   mg = nn_blocks_3d.BottleneckBlock3D(**kwargs)
   ours(x)
   mg(x)
-  assert (type(ours._spatial_conv) is blocks_3d.StackedFramesConv3D) == (
-      framewise)
-  # The 1x1x1 and 3x1x1 convs keep the 3D op at every size.
-  assert type(ours._temporal_conv) is tf_keras.layers.Conv3D
-  assert type(ours._expand_conv) is tf_keras.layers.Conv3D
+  assert type(ours._spatial_conv) is spatial
+  assert type(ours._shortcut_conv) is shortcut
+  # The 3x1x1 conv keeps the 3D op; the 1x1x1 expand conv is a matmul.
+  assert type(ours._temporal_conv) is _3D
+  assert type(ours._expand_conv) is _MM
   ours.set_weights(mg.get_weights())
   for training in (False, True):
     with tf.GradientTape(persistent=True) as tape:

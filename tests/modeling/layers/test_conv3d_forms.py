@@ -1,0 +1,104 @@
+"""The fast Conv3D forms equal `tf_keras.layers.Conv3D`, outputs and gradients.
+
+`StackedFramesConv3D` (a 2D conv over stacked frames) and `MatmulConv3D` (an
+im2col matmul) are checked against Keras's own Conv3D with the same kernel;
+strides, odd sizes and both paddings are covered, plus XLA compilation, and
+`conv3d_layer_for`'s choice per kernel, stride and frame size.
+"""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from modeling.layers import blocks_3d
+
+_SF = blocks_3d.StackedFramesConv3D
+_MM = blocks_3d.MatmulConv3D
+_3D = tf_keras.layers.Conv3D
+
+CASES = [
+    # layer, input shape, kernel, strides, padding
+    (_SF, (2, 8, 32, 32, 3), (5, 7, 7), (1, 2, 2), 'same'),
+    (_SF, (2, 7, 33, 31, 3), (5, 7, 7), (2, 2, 2), 'same'),
+    (_SF, (1, 9, 20, 20, 3), (3, 7, 7), (2, 2, 2), 'valid'),
+    (_SF, (1, 4, 12, 12, 2), (1, 3, 3), (1, 1, 1), 'same'),
+    (_MM, (2, 4, 7, 7, 8), (1, 1, 1), (1, 1, 1), 'same'),
+    (_MM, (2, 4, 7, 7, 8), (1, 1, 1), (1, 2, 2), 'same'),
+    (_MM, (2, 4, 14, 14, 8), (1, 1, 1), (2, 2, 2), 'valid'),
+    # Odd frames: 'same' pads one row/column more at the end.
+    (_MM, (2, 5, 7, 6, 8), (1, 3, 3), (1, 2, 2), 'same'),
+    (_MM, (2, 5, 8, 8, 8), (3, 1, 1), (2, 1, 1), 'same'),
+    (_MM, (2, 5, 8, 9, 3), (3, 3, 3), (2, 2, 1), 'valid'),
+]
+
+
+@pytest.mark.parametrize('layer_class,shape,kernel,strides,padding', CASES)
+def test_outputs_and_gradients_equal_conv3d(layer_class, shape, kernel,
+                                            strides, padding):
+  x = tf.constant(np.random.default_rng(0).normal(size=shape), tf.float32)
+  ref = tf_keras.layers.Conv3D(6, kernel, strides, padding=padding,
+                               use_bias=True, bias_initializer='he_normal')
+  ours = layer_class(6, kernel, strides, padding=padding, use_bias=True)
+  ref(x)
+  ours(x)
+  assert [w.shape for w in ours.weights] == [w.shape for w in ref.weights]
+  ours.set_weights(ref.get_weights())
+  results = []
+  for layer in (ref, ours):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = layer(x)
+      loss = tf.reduce_sum(tf.sin(y))
+    results.append((y, tape.gradient(loss, [x] + layer.trainable_weights)))
+  (y_ref, g_ref), (y_ours, g_ours) = results
+  assert y_ours.shape == y_ref.shape
+  np.testing.assert_allclose(y_ours, y_ref, atol=1e-5)
+  for a, b in zip(g_ours, g_ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('layer_class,kernel,strides,out_size', [
+    (_SF, (5, 7, 7), (1, 2, 2), 8),
+    (_MM, (1, 3, 3), (1, 2, 2), 8),
+    (_MM, (1, 1, 1), (1, 1, 1), 16),
+])
+def test_compiles_with_xla_and_keeps_static_shapes(layer_class, kernel,
+                                                   strides, out_size):
+  layer = layer_class(4, kernel, strides, padding='same', use_bias=False)
+  x = tf.random.stateless_normal([2, 8, 16, 16, 3], seed=[1, 2])
+  eager = layer(x)
+  compiled = tf.function(layer, jit_compile=True)(x)
+  np.testing.assert_allclose(compiled, eager, atol=1e-5)
+  symbolic = layer(tf_keras.Input(shape=(8, 16, 16, 3)))
+  assert symbolic.shape.as_list() == [None, 8, out_size, out_size, 4]
+
+
+@pytest.mark.parametrize('layer_class', [_SF, _MM])
+def test_unsupported_arguments_are_errors(layer_class):
+  with pytest.raises(ValueError, match='dilation_rate'):
+    layer_class(4, 3, dilation_rate=2)
+  with pytest.raises(ValueError, match='channels_last'):
+    layer_class(4, 3, data_format='channels_first')
+
+
+@pytest.mark.parametrize('kernel,strides,dilation,frame_size,want', [
+    # 1x1x1: a matmul, except strided on frames of 28x28 and up.
+    ((1, 1, 1), (1, 1, 1), 1, (56, 56), _MM),
+    ((1, 1, 1), (1, 2, 2), 1, (14, 14), _MM),
+    ((1, 1, 1), (1, 2, 2), 1, (28, 28), _SF),
+    # Spatially strided: a matmul on small frames (<= 9 taps), else 2D.
+    ((1, 3, 3), (1, 2, 2), 1, (7, 7), _MM),
+    ((1, 3, 3), (1, 2, 2), 1, (14, 14), _SF),
+    ((5, 7, 7), (2, 2, 2), 1, (7, 7), _SF),
+    ((1, 3, 3), (1, 2, 2), 1, None, _SF),
+    # Stride 1: 1xkxk framewise from 14x14 up; temporal kernels stay 3D.
+    ((1, 3, 3), (1, 1, 1), 1, (14, 14), _SF),
+    ((1, 3, 3), (1, 1, 1), 1, (13, 15), _3D),
+    ((3, 1, 1), (1, 1, 1), 1, (56, 56), _3D),
+    # Dilated convs keep the 3D op.
+    ((1, 3, 3), (1, 1, 1), (1, 2, 2), (28, 28), _3D),
+    ((1, 1, 1), 1, 2, (7, 7), _3D),
+])
+def test_conv3d_layer_for(kernel, strides, dilation, frame_size, want):
+  assert blocks_3d.conv3d_layer_for(kernel, strides, dilation,
+                                    frame_size) is want
