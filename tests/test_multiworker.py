@@ -13,7 +13,8 @@ whole batches with the default strategy. All start from the same weights
     the two processes): loss equal to 5e-4 relative (training-mode BN on
     these noise inputs divides by tiny batch deviations; 1.4e-4 was measured
     across two processes with the toy backbone, see also
-    tests/test_distributed.py) and BN moving statistics to 1e-3 relative;
+    tests/test_distributed.py) and BN moving statistics to 1e-3 of each
+    tensor's largest value;
     the workers stay bitwise identical.
 
 A worker that hangs (e.g. waiting for a peer that died) cannot hang CI:
@@ -148,10 +149,15 @@ def test_two_workers_end_with_the_one_process_weights(tmp_path):
         np.testing.assert_allclose(finals[0][name], value, rtol=0, atol=1e-5,
                                    err_msg=name)
       elif not train:
-        # Moving statistics after the training-mode step: the same 5e-4
-        # relative rounding as that step's loss (3.3e-5 on a 0.062 mean
-        # was seen in CI).
-        np.testing.assert_allclose(finals[0][name], value, rtol=1e-3,
-                                   atol=1e-5, err_msg=name)
+        # Moving statistics after the training-mode step: rounding of the
+        # order of that step's loss (5e-4 relative), measured against the
+        # tensor's scale, not per element: near-zero channel means carry
+        # the same absolute rounding (CI saw 3.3e-5 on a 0.062 mean, and
+        # 2.4e-5 on a 0.0105 mean whose largest channel was 0.080). Per-
+        # worker instead of all-reduced BN moments differ by sampling noise,
+        # of the order of the values themselves on these noise inputs.
+        scale = float(np.abs(value).max())
+        np.testing.assert_allclose(finals[0][name], value, rtol=0,
+                                   atol=1e-3 * scale + 1e-6, err_msg=name)
       moved += int(not np.array_equal(value, before))
     assert moved > 50, part

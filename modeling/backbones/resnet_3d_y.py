@@ -130,9 +130,9 @@ class ResNet3DY(tf_keras.Model):
 
   def _build_model(self, inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
     """Builds stem, res2..res4 and the res5 branch(es); returns endpoints."""
-    # The 3-channel strided stem conv runs as a stacked-frame 2D conv on
-    # frames of 14x14 and up: same variable and outputs, ~100x faster filter
-    # gradient on CPU (see `blocks_3d.conv3d_layer_for`).
+    # The 3-channel strided stem conv runs as a stacked-frame 2D conv (its
+    # 5x7x7 kernel has too many taps for the matmul form): same variable and
+    # outputs, ~100x faster filter gradient on CPU than Conv3D.
     stem_kernel = [self._stem_conv_temporal_kernel_size, 7, 7]
     stem_strides = [self._stem_conv_temporal_stride, 2, 2]
     stem_conv = blocks_3d.conv3d_layer_for(

@@ -24,9 +24,11 @@ from official.vision.modeling.layers import nn_blocks_3d
 # Forward + backward of one conv, 8 clips of 8 frames, TF 2.20 CPU, 2 cores
 # (median of 9): 28x28x64 -> 64: Conv3D 242 ms, 2D 119 ms; 14x14x128 -> 128:
 # 162 vs 121 ms; 7x7x256 -> 256: 122 vs 136 ms; 4x4x512 -> 512: 151 vs
-# 309 ms. So 2D from 14x14 up, the 3D op below. Below it, spatially strided
-# convs run as one matmul (`MatmulConv3D`): 3x3 stride 2 on 32 frames of
-# 7x7x512 -> 512, 169 ms as a strided 2D conv, 124 ms as a matmul.
+# 309 ms. So 2D from 14x14 up, the 3D op below. The same area also splits
+# spatially strided 3x3 convs between a strided 2D conv (from 14x14 up:
+# 14x14x256 -> 256, 70 ms as a 2D conv, 117 ms as a matmul) and one matmul
+# (`MatmulConv3D`) below it (7x7x512 -> 512: 169 vs 124 ms); fwd + bwd on
+# 32 frames.
 _MIN_FRAMEWISE_AREA = 14 * 14
 # Most kernel taps (kt*kh*kw) of a strided conv computed by `MatmulConv3D`.
 _MAX_MATMUL_TAPS = 9
@@ -36,48 +38,67 @@ _MAX_MATMUL_TAPS = 9
 _MIN_SLICED_2D_AREA = 28 * 28
 
 
+def _triple(value, name: str):
+  """An int or 3 ints (numpy ones too) as a list of 3 Python ints."""
+  if isinstance(value, (int, np.integer)):
+    return [int(value)] * 3
+  values = [int(v) for v in value]
+  if len(values) != 3:
+    raise ValueError(f'conv3d_layer_for: {name} must be an int or 3 ints, got '
+                     f'{value}')
+  return values
+
+
 def conv3d_layer_for(kernel_size, strides, dilation_rate=(1, 1, 1),
                      frame_size: Optional[Tuple[int, int]] = None):
   """The layer class computing a Conv3D fastest on a TensorFlow CPU.
 
-  All choices have the variables of `tf_keras.layers.Conv3D` (one
-  [kt, kh, kw, C, F] kernel) and its outputs, so checkpoints do not care;
-  the backward pass of TensorFlow's CPU Conv3D is what is slow.
+  A fixed rule with thresholds measured on a 2-core CPU (TF 2.20, fp32; see
+  the constants above), not a search. All choices have the variables of
+  `tf_keras.layers.Conv3D` (one [kt, kh, kw, C, F] kernel) and its outputs,
+  so checkpoints do not care and on TPU/GPU, where XLA lowers every form to
+  the same convolution or dot, they compute the same conv; what is slow on
+  CPU is the backward pass of TensorFlow's Conv3D and of strided Conv2D.
+  Frame sizes are compared by area (H*W).
 
   Args:
     kernel_size: int or 3 ints (t, h, w).
     strides: int or 3 ints.
     dilation_rate: int or 3 ints; dilated convs keep `Conv3D`.
-    frame_size: (height, width) of the input frames, None if unknown.
+    frame_size: (height, width) of the input frames; None (or a None in it)
+      when unknown, e.g. a backbone built for any input size.
 
   Returns:
-    `MatmulConv3D` for 1x1x1 kernels (spatially strided ones only on frames
-    smaller than 28x28) and for spatially strided convs of at most 9 taps on
-    frames smaller than 14x14;
-    `StackedFramesConv3D` for the other spatially strided convs and for
-    stride-1 1xkxk convs on frames of at least 14x14;
-    `tf_keras.layers.Conv3D` otherwise.
+    * `tf_keras.layers.Conv3D` for dilated convs;
+    * `MatmulConv3D` for 1x1x1 kernels, except spatially strided ones on
+      frames of known area >= 28*28, which get `StackedFramesConv3D`;
+    * for spatially strided convs: `MatmulConv3D` on frames of known area
+      < 14*14 when the kernel has at most 9 taps, else
+      `StackedFramesConv3D` (also when the frame size is unknown);
+    * for spatial stride 1: `StackedFramesConv3D` for 1xkxk kernels (k > 1)
+      on frames of known area >= 14*14, else `Conv3D` (temporal kt x 1 x 1
+      kernels always).
   """
-  def triple(v):
-    return [v] * 3 if isinstance(v, int) else [int(x) for x in v]
-  kernel, strides, dilation = (triple(kernel_size), triple(strides),
-                               triple(dilation_rate))
+  kernel = _triple(kernel_size, 'kernel_size')
+  strides = _triple(strides, 'strides')
+  dilation = _triple(dilation_rate, 'dilation_rate')
   if dilation != [1, 1, 1]:
     return tf_keras.layers.Conv3D
   known = frame_size is not None and None not in frame_size
-  large = known and frame_size[0] * frame_size[1] >= _MIN_FRAMEWISE_AREA
+  area = frame_size[0] * frame_size[1] if known else 0
+  spatially_strided = strides[1:] != [1, 1]
   if kernel == [1, 1, 1]:
-    # Except a spatially strided one on frames of 28x28 and up, where the
-    # strided copy and its gradient cost more than the 2D conv's stride.
-    huge = known and frame_size[0] * frame_size[1] >= _MIN_SLICED_2D_AREA
-    return (StackedFramesConv3D if huge and strides[1:] != [1, 1]
+    # The strided copy and its gradient cost more than the 2D conv's stride
+    # on large frames.
+    return (StackedFramesConv3D
+            if spatially_strided and area >= _MIN_SLICED_2D_AREA
             else MatmulConv3D)
-  if strides[1:] != [1, 1]:
+  if spatially_strided:
     # The im2col copy grows with the taps: a 5x7x7 stem stays a 2D conv.
     small_kernel = int(np.prod(kernel)) <= _MAX_MATMUL_TAPS
-    return (MatmulConv3D if known and not large and small_kernel
-            else StackedFramesConv3D)
-  if large and kernel[0] == 1 and kernel[1:] != [1, 1]:
+    return (MatmulConv3D if known and area < _MIN_FRAMEWISE_AREA and
+            small_kernel else StackedFramesConv3D)
+  if area >= _MIN_FRAMEWISE_AREA and kernel[0] == 1:
     return StackedFramesConv3D
   return tf_keras.layers.Conv3D
 
@@ -260,7 +281,8 @@ class StackedFramesConv3D(tf_keras.layers.Conv3D):
   temporally shifted copies of the input are concatenated on the channel axis
   (kt*C channels) and convolved with the kernel reshaped to
   [kh, kw, kt*C, F]; the 2D kernels are fast on CPU and compile under XLA.
-  Used for the stem, spatially strided convs and 1x3x3 convs on frames of
+  Used for the stem, spatially strided convs on frames of 14x14 and up (and
+  strided 1x1x1 ones from 28x28 up), and stride-1 1x3x3 convs on frames of
   14x14 and up (`conv3d_layer_for`); temporal (kt x 1 x 1) convs stay 3D,
   where the concatenated copies make it slower.
   """

@@ -22,11 +22,16 @@ CASES = [
     (_SF, (2, 7, 33, 31, 3), (5, 7, 7), (2, 2, 2), 'same'),
     (_SF, (1, 9, 20, 20, 3), (3, 7, 7), (2, 2, 2), 'valid'),
     (_SF, (1, 4, 12, 12, 2), (1, 3, 3), (1, 1, 1), 'same'),
+    # Even frame count, temporal stride 2: 'same' pads 1 before, 2 after.
+    (_SF, (1, 8, 16, 16, 3), (5, 7, 7), (2, 2, 2), 'same'),
     (_MM, (2, 4, 7, 7, 8), (1, 1, 1), (1, 1, 1), 'same'),
     (_MM, (2, 4, 7, 7, 8), (1, 1, 1), (1, 2, 2), 'same'),
     (_MM, (2, 4, 14, 14, 8), (1, 1, 1), (2, 2, 2), 'valid'),
-    # Odd frames: 'same' pads one row/column more at the end.
+    # Width 6, stride 2, kernel 3: 'same' pads 0 before, 1 after; height 7
+    # pads 1 and 1.
     (_MM, (2, 5, 7, 6, 8), (1, 3, 3), (1, 2, 2), 'same'),
+    # 6 frames, kernel 3, stride 2: pads 0 before, 1 after in time.
+    (_MM, (2, 6, 5, 5, 4), (3, 1, 1), (2, 1, 1), 'same'),
     (_MM, (2, 5, 8, 8, 8), (3, 1, 1), (2, 1, 1), 'same'),
     (_MM, (2, 5, 8, 9, 3), (3, 3, 3), (2, 2, 1), 'valid'),
 ]
@@ -57,6 +62,41 @@ def test_outputs_and_gradients_equal_conv3d(layer_class, shape, kernel,
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('layer_class,kernel,strides,op_type', [
+    (_SF, (5, 7, 7), (2, 2, 2), 'Conv2D'),
+    (_MM, (1, 1, 1), (1, 2, 2), 'MatMul'),
+    (_MM, (1, 3, 3), (1, 2, 2), 'MatMul'),
+])
+def test_fast_form_is_the_op_that_runs(layer_class, kernel, strides, op_type):
+  """With static shapes the graph has the fast op and no Conv3D (the equality
+  tests above would also pass on the plain-op fallback)."""
+  layer = layer_class(4, kernel, strides, padding='same', use_bias=False)
+  x = tf.zeros([2, 8, 8, 8, 3])
+  graph = tf.function(layer).get_concrete_function(x).graph
+  types = {op.type for op in graph.get_operations()}
+  assert op_type in types
+  assert 'Conv3D' not in types
+
+
+@pytest.mark.parametrize('layer_class', [_SF, _MM])
+def test_mixed_bfloat16_matches_conv3d(layer_class):
+  """Under the mixed_bfloat16 policy the output is bf16 and equals Conv3D's
+  to bf16 rounding (8 bits of mantissa: ~1% of the output scale)."""
+  x = tf.random.stateless_normal([2, 4, 8, 8, 8], seed=[5, 6])
+  kwargs = dict(filters=6, kernel_size=(1, 3, 3), strides=(1, 2, 2),
+                padding='same', use_bias=False, dtype='mixed_bfloat16')
+  ref = tf_keras.layers.Conv3D(**kwargs)
+  ours = layer_class(**kwargs)
+  ref(x)
+  ours(x)
+  ours.set_weights(ref.get_weights())
+  y_ref, y_ours = ref(x), ours(x)
+  assert y_ours.dtype == tf.bfloat16
+  scale = float(tf.reduce_max(tf.abs(tf.cast(y_ref, tf.float32))))
+  np.testing.assert_allclose(tf.cast(y_ours, tf.float32),
+                             tf.cast(y_ref, tf.float32), atol=0.02 * scale)
+
+
 @pytest.mark.parametrize('layer_class,kernel,strides,out_size', [
     (_SF, (5, 7, 7), (1, 2, 2), 8),
     (_MM, (1, 3, 3), (1, 2, 2), 8),
@@ -77,6 +117,10 @@ def test_compiles_with_xla_and_keeps_static_shapes(layer_class, kernel,
 def test_unsupported_arguments_are_errors(layer_class):
   with pytest.raises(ValueError, match='dilation_rate'):
     layer_class(4, 3, dilation_rate=2)
+  with pytest.raises(ValueError, match='groups'):
+    layer_class(4, 3, groups=2)
+  with pytest.raises(ValueError, match='padding'):
+    layer_class(4, 3, padding='causal')
   with pytest.raises(ValueError, match='channels_last'):
     layer_class(4, 3, data_format='channels_first')
 
@@ -98,7 +142,18 @@ def test_unsupported_arguments_are_errors(layer_class):
     # Dilated convs keep the 3D op.
     ((1, 3, 3), (1, 1, 1), (1, 2, 2), (28, 28), _3D),
     ((1, 1, 1), 1, 2, (7, 7), _3D),
+    # Unknown frame size (a backbone built for any input size).
+    ((1, 1, 1), (1, 2, 2), 1, (None, None), _MM),
+    ((1, 3, 3), (1, 2, 2), 1, (None, None), _SF),
+    ((1, 3, 3), (1, 1, 1), 1, (None, None), _3D),
+    # Numpy ints are ints.
+    (np.int64(1), (1, np.int64(2), 2), 1, (14, 14), _MM),
 ])
 def test_conv3d_layer_for(kernel, strides, dilation, frame_size, want):
   assert blocks_3d.conv3d_layer_for(kernel, strides, dilation,
                                     frame_size) is want
+
+
+def test_conv3d_layer_for_rejects_bad_tuples():
+  with pytest.raises(ValueError, match='kernel_size must be an int or 3'):
+    blocks_3d.conv3d_layer_for((1, 3), 1)
