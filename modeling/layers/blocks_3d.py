@@ -9,6 +9,7 @@ the same sublayers with a dilated spatial conv: every variable (conv kernels,
 BN gamma/beta/moving statistics) keeps the shape, the attribute name and the
 creation order of the original block.
 """
+import itertools
 from typing import Optional, Tuple
 
 import numpy as np
@@ -268,8 +269,49 @@ class FramewiseMaxPool3D(tf_keras.layers.MaxPool3D):
                                pooled.shape[2], channels])
 
 
+class _Conv3DForm(tf_keras.layers.Conv3D):
+  """Base of the Conv3D forms: Conv3D's variables and outputs, other ops.
+
+  Checks the arguments the forms support (channels last, 'same' or 'valid'
+  padding, no dilation, no groups), falls back to the plain op when the
+  frame count or size is unknown (a model rebuilt from its config without
+  input specs; real inputs come with static shapes), and gives the
+  per-axis output size and TF's padding (the odd pad at the end).
+  """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    name = type(self).__name__
+    if self.data_format != 'channels_last':
+      raise ValueError(f'{name} supports channels_last only, got '
+                       f'{self.data_format}')
+    if tuple(self.dilation_rate) != (1, 1, 1) or self.groups != 1:
+      raise ValueError(f'{name} supports no dilation and no groups, got '
+                       f'dilation_rate={self.dilation_rate}, '
+                       f'groups={self.groups}')
+    if self.padding not in ('same', 'valid'):
+      raise ValueError(f"{name} padding must be 'same' or 'valid', got "
+                       f'{self.padding!r}')
+
+  def _geometry(self, size: int, kernel: int, stride: int):
+    """(output size, [pad before, pad after]) along one axis."""
+    if self.padding == 'same':
+      out = -(-size // stride)
+      pad = max((out - 1) * stride + kernel - size, 0)
+      return out, [pad // 2, pad - pad // 2]
+    return (size - kernel) // stride + 1, [0, 0]
+
+  def convolution_op(self, inputs, kernel):
+    if None in inputs.shape[1:4]:
+      return super().convolution_op(inputs, kernel)
+    return self._static_convolution(inputs, kernel)
+
+  def _static_convolution(self, inputs, kernel):
+    raise NotImplementedError
+
+
 @tf_keras.utils.register_keras_serializable(package='ConstCL')
-class StackedFramesConv3D(tf_keras.layers.Conv3D):
+class StackedFramesConv3D(_Conv3DForm):
   """A `Conv3D` computed as one 2D convolution over stacked frames.
 
   Same variables (a [kt, kh, kw, C, F] kernel), same outputs as
@@ -287,34 +329,12 @@ class StackedFramesConv3D(tf_keras.layers.Conv3D):
   where the concatenated copies make it slower.
   """
 
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
-    if self.data_format != 'channels_last':
-      raise ValueError('StackedFramesConv3D supports channels_last only, got '
-                       f'{self.data_format}')
-    if tuple(self.dilation_rate) != (1, 1, 1) or self.groups != 1:
-      raise ValueError('StackedFramesConv3D supports no dilation and no '
-                       f'groups, got dilation_rate={self.dilation_rate}, '
-                       f'groups={self.groups}')
-    if self.padding not in ('same', 'valid'):
-      raise ValueError("StackedFramesConv3D padding must be 'same' or "
-                       f"'valid', got {self.padding!r}")
-
-  def convolution_op(self, inputs, kernel):
-    if None in inputs.shape[1:4]:
-      # Unknown frame count or size (a model rebuilt from its config without
-      # input specs): the plain op; real inputs come with static shapes.
-      return super().convolution_op(inputs, kernel)
+  def _static_convolution(self, inputs, kernel):
     kt, kh, kw, c, f = kernel.shape
     st, sh, sw = self.strides
-    frames = inputs.shape[1]
-    if self.padding == 'same':
-      out_t = -(-frames // st)
-      pad = max((out_t - 1) * st + kt - frames, 0)
-      inputs = tf.pad(inputs, [[0, 0], [pad // 2, pad - pad // 2], [0, 0],
-                               [0, 0], [0, 0]])
-    else:
-      out_t = (frames - kt) // st + 1
+    out_t, pad_t = self._geometry(inputs.shape[1], kt, st)
+    if any(pad_t):
+      inputs = tf.pad(inputs, [[0, 0], pad_t, [0, 0], [0, 0], [0, 0]])
     # Channel order (temporal offset, input channel) matches the kernel
     # reshape below. A 1xkxk kernel at temporal stride 1 needs no copy.
     if kt == 1 and st == 1:
@@ -339,7 +359,7 @@ class StackedFramesConv3D(tf_keras.layers.Conv3D):
 
 
 @tf_keras.utils.register_keras_serializable(package='ConstCL')
-class MatmulConv3D(tf_keras.layers.Conv3D):
+class MatmulConv3D(_Conv3DForm):
   """A `Conv3D` computed as one matrix multiplication.
 
   Same variables (a [kt, kh, kw, C, F] kernel), same outputs as
@@ -356,55 +376,24 @@ class MatmulConv3D(tf_keras.layers.Conv3D):
   under XLA (slices, concat, matmul).
   """
 
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
-    if self.data_format != 'channels_last':
-      raise ValueError('MatmulConv3D supports channels_last only, got '
-                       f'{self.data_format}')
-    if tuple(self.dilation_rate) != (1, 1, 1) or self.groups != 1:
-      raise ValueError('MatmulConv3D supports no dilation and no groups, got '
-                       f'dilation_rate={self.dilation_rate}, '
-                       f'groups={self.groups}')
-    if self.padding not in ('same', 'valid'):
-      raise ValueError("MatmulConv3D padding must be 'same' or 'valid', got "
-                       f'{self.padding!r}')
-
-  def convolution_op(self, inputs, kernel):
-    if None in inputs.shape[1:4]:
-      # Unknown frame count or size (a model rebuilt from its config without
-      # input specs): the plain op; real inputs come with static shapes.
-      return super().convolution_op(inputs, kernel)
+  def _static_convolution(self, inputs, kernel):
     kernel_dims = kernel.shape[:3]
     c, f = kernel.shape[3], kernel.shape[4]
-    pads, outs = [], []
-    for n, k, s in zip(inputs.shape[1:4], kernel_dims, self.strides):
-      if self.padding == 'same':
-        out = -(-n // s)
-        pad = max((out - 1) * s + k - n, 0)
-        pads.append([pad // 2, pad - pad // 2])
-      else:
-        out = (n - k) // s + 1
-        pads.append([0, 0])
-      outs.append(out)
+    outs, pads = zip(*(self._geometry(n, k, st) for n, k, st in
+                       zip(inputs.shape[1:4], kernel_dims, self.strides)))
+    outs = list(outs)
     if any(p for pair in pads for p in pair):
-      inputs = tf.pad(inputs, [[0, 0]] + pads + [[0, 0]])
-    views = []
+      inputs = tf.pad(inputs, [[0, 0], *pads, [0, 0]])
     # Offset order (t, h, w) then channel: the row order of the kernel
-    # reshape below.
-    for dt in range(kernel_dims[0]):
-      for dh in range(kernel_dims[1]):
-        for dw in range(kernel_dims[2]):
-          starts = (dt, dh, dw)
-          if starts == (0, 0, 0) and self.strides == (1, 1, 1) and (
-              tuple(outs) == tuple(inputs.shape[1:4])):
-            views.append(inputs)
-            continue
-          views.append(inputs[:, dt:dt + (outs[0] - 1) * self.strides[0] + 1:
-                              self.strides[0],
-                              dh:dh + (outs[1] - 1) * self.strides[1] + 1:
-                              self.strides[1],
-                              dw:dw + (outs[2] - 1) * self.strides[2] + 1:
-                              self.strides[2]])
+    # reshape below. The identity view (1x1x1, stride 1) is not copied.
+    views = []
+    for offsets in itertools.product(*(range(k) for k in kernel_dims)):
+      if list(inputs.shape[1:4]) == outs and self.strides == (1, 1, 1):
+        views.append(inputs)
+        continue
+      views.append(inputs[(slice(None),) + tuple(
+          slice(o, o + (n - 1) * st + 1, st)
+          for o, n, st in zip(offsets, outs, self.strides))])
     stacked = views[0] if len(views) == 1 else tf.concat(views, axis=-1)
     # Static batch when known (XLA, TPU), dynamic in the functional build.
     batch = stacked.shape[0] or tf.shape(stacked)[0]
