@@ -79,22 +79,35 @@ def test_fast_form_is_the_op_that_runs(layer_class, kernel, strides, op_type):
 
 
 @pytest.mark.parametrize('layer_class', [_SF, _MM])
-def test_mixed_bfloat16_matches_conv3d(layer_class):
-  """Under the mixed_bfloat16 policy the output is bf16 and equals Conv3D's
-  to bf16 rounding (8 bits of mantissa: ~1% of the output scale)."""
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_mixed_bfloat16_matches_the_exact_conv(layer_class, seed):
+  """Under the mixed_bfloat16 policy the output is bf16 and equals the fp32
+  conv of the bf16-rounded input and kernel to within bf16 rounding:
+  |error| <= u * (|y| + sum |x * w|), u = 2^-8 (output rounding plus rounding
+  in the accumulation). Keras's own bf16 Conv3D is not the reference: on CPU
+  it misses this bound by up to 2.5x (measured over 20 kernels), and our
+  forms once differed from it by 2.7% of the output."""
   x = tf.random.stateless_normal([2, 4, 8, 8, 8], seed=[5, 6])
   kwargs = dict(filters=6, kernel_size=(1, 3, 3), strides=(1, 2, 2),
-                padding='same', use_bias=False, dtype='mixed_bfloat16')
-  ref = tf_keras.layers.Conv3D(**kwargs)
-  ours = layer_class(**kwargs)
-  ref(x)
-  ours(x)
-  ours.set_weights(ref.get_weights())
-  y_ref, y_ours = ref(x), ours(x)
+                padding='same', use_bias=False)
+  ours = layer_class(
+      dtype='mixed_bfloat16',
+      kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed),
+      **kwargs)
+  y_ours = ours(x)
   assert y_ours.dtype == tf.bfloat16
-  scale = float(tf.reduce_max(tf.abs(tf.cast(y_ref, tf.float32))))
-  np.testing.assert_allclose(tf.cast(y_ours, tf.float32),
-                             tf.cast(y_ref, tf.float32), atol=0.02 * scale)
+  assert ours.kernel.dtype == tf.float32
+  round_bf16 = lambda t: tf.cast(tf.cast(t, tf.bfloat16), tf.float32)
+  x_b, w_b = round_bf16(x), round_bf16(ours.kernel)
+  exact = tf_keras.layers.Conv3D(**kwargs)
+  exact(x)
+  exact.set_weights([w_b.numpy()])
+  y_exact = exact(x_b).numpy()
+  exact.set_weights([np.abs(w_b.numpy())])
+  abs_sum = exact(tf.abs(x_b)).numpy()
+  error = np.abs(tf.cast(y_ours, tf.float32).numpy() - y_exact)
+  bound = 2.0**-8 * (np.abs(y_exact) + abs_sum)
+  assert np.all(error <= bound), float(np.max(error / bound))
 
 
 @pytest.mark.parametrize('layer_class,kernel,strides,out_size', [
