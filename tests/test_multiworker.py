@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 _HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                        'multiworker_worker.py')
@@ -102,6 +103,9 @@ def _wait_all(procs, tmp_path, deadline):
 
 def test_two_workers_end_with_the_one_process_weights(tmp_path):
   config = mw.tiny_config()
+  # Seeded start weights (the workers load them from init.npz), so every
+  # run checks the same draw.
+  tf_keras.utils.set_random_seed(0)
   _, model, _ = mw.build(config)
   init = mw.variables_by_name(model)
   init_path = str(tmp_path / 'init.npz')

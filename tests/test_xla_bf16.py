@@ -48,6 +48,11 @@ def _reset(model, optimizer, init):
 
 @pytest.fixture(scope='module')
 def float32_setup():
+  # Seeded weights. Over 12 weight seeds (one process each draw) the worst
+  # values were: XLA loss 2.8e-5 relative (tolerance 1e-4), update cosine
+  # 0.99995 (> 0.99), update difference 0.7% of its norm (10%); bfloat16
+  # loss 6.2e-4 relative (2%).
+  tf_keras.utils.set_random_seed(0)
   config = mw.tiny_config(use_sync_bn=False, global_batch=BATCH)
   task, model, optimizer = mw.build(config)
   return dict(config=config, task=task, model=model, optimizer=optimizer,

