@@ -611,6 +611,23 @@ def benchmark_pipelines(s: BenchmarkSettings,
 # ---------------------------------------------------------------------- all
 
 
+def onednn_enabled() -> Optional[bool]:
+  """Whether TensorFlow runs its oneDNN kernels in this process.
+
+  Matters for reading the numbers: on this 2-core CPU TF leaves oneDNN off
+  by default, and `TF_ENABLE_ONEDNN_OPTS=1` (set before TF is imported)
+  raises the fp32 matmul from ~115 to ~145 GFLOP/s and changes which conv
+  form is fastest (README, "oneDNN changes the peak"). None when this TF
+  build cannot say.
+  """
+  try:
+    # pylint: disable=g-import-not-at-top
+    from tensorflow.python.util import _pywrap_util_port
+    return bool(_pywrap_util_port.IsMklEnabled())
+  except (ImportError, AttributeError):
+    return None
+
+
 def run_benchmark(settings: BenchmarkSettings,
                   sections: Sequence[str] = ('models', 'pipeline', 'scaling')
                   ) -> Dict[str, Any]:
@@ -618,13 +635,15 @@ def run_benchmark(settings: BenchmarkSettings,
 
   Top-level fields: `step_ratio_vs_bare`, `mfu`, `pipeline_speedup_vs_video_ssl`
   (None for a skipped section), `matmul`, `models`, `pipeline`, `scaling`,
-  `loadavg_start`/`loadavg_end` and the settings.
+  `loadavg_start`/`loadavg_end`, `onednn` (the kernel library: see
+  `onednn_enabled`) and the settings.
   """
   result = {
       'settings': dataclasses.asdict(settings),
       'loadavg_start': list(os.getloadavg()),
       'cpu_count': os.cpu_count(),
       'tensorflow': tf.__version__,
+      'onednn': onednn_enabled(),
       'memory_measure': 'process RSS (psutil), sampled every 10 ms during '
                         'the timed steps; CPU allocator stats are not '
                         'available in TF',
@@ -635,7 +654,8 @@ def run_benchmark(settings: BenchmarkSettings,
   result['matmul'] = matmul_peak(settings.matmul_size,
                                  settings.matmul_repeats)
   peak = result['matmul']['gflops']
-  logging.info('matmul peak %.1f GFLOP/s', peak)
+  logging.info('matmul peak %.1f GFLOP/s (oneDNN: %s)', peak,
+               result['onednn'])
   if 'models' in sections:
     result['models'] = benchmark_models(settings, peak)
     result['step_ratio_vs_bare'] = result['models']['step_ratio_vs_bare']

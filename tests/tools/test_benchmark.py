@@ -8,6 +8,8 @@ lives: tests/dataloaders/test_augment.py::test_fast_equals_plain_geometry_blur_s
 """
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -58,6 +60,7 @@ def test_quick_benchmark_writes_json_with_required_fields(tmp_path):
     assert isinstance(loaded[key], float) and np.isfinite(loaded[key]), key
     assert loaded[key] > 0, key
   assert len(loaded['loadavg_start']) == 3
+  assert loaded['onednn'] is benchmark.onednn_enabled()
   models = loaded['models']
   for name in ('const_cl', 'cvrl_video_ssl', 'bare_r3d50'):
     m = models[name]
@@ -83,3 +86,20 @@ def test_quick_benchmark_writes_json_with_required_fields(tmp_path):
   for name in ('const_cl', 'video_ssl', 'decode_only'):
     assert pipe[f'{name}_videos_per_second'] > 0
   assert [r['batch'] for r in loaded['scaling']] == [settings.batch_size]
+
+
+def test_onednn_field_follows_the_environment_switch():
+  """`onednn` reports what TF_ENABLE_ONEDNN_OPTS asked for, read in a fresh
+  process (the switch acts when TensorFlow is imported)."""
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  code = ('import sys; sys.path.insert(0, %r); from tasks import benchmark; '
+          'print(benchmark.onednn_enabled())' % repo)
+  seen = {}
+  for value in ('0', '1'):
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=value,
+               TF_CPP_MIN_LOG_LEVEL='3')
+    out = subprocess.run([sys.executable, '-c', code], env=env, check=True,
+                         capture_output=True, text=True, timeout=300)
+    seen[value] = out.stdout.strip().splitlines()[-1]
+  assert seen == {'0': 'False', '1': 'True'}
