@@ -276,7 +276,8 @@ class _Conv3DForm(tf_keras.layers.Conv3D):
   padding, no dilation, no groups), falls back to the plain op when the
   frame count or size is unknown (a model rebuilt from its config without
   input specs; real inputs come with static shapes), and gives the
-  per-axis output size and TF's padding (the odd pad at the end).
+  per-axis output size and TF's padding (the odd pad at the end). Each form
+  defines `_static_convolution(inputs, kernel)`; the base is not used alone.
   """
 
   def __init__(self, *args, **kwargs):
@@ -304,10 +305,8 @@ class _Conv3DForm(tf_keras.layers.Conv3D):
   def convolution_op(self, inputs, kernel):
     if None in inputs.shape[1:4]:
       return super().convolution_op(inputs, kernel)
-    return self._static_convolution(inputs, kernel)
-
-  def _static_convolution(self, inputs, kernel):
-    raise NotImplementedError
+    # Defined by each form: the conv on inputs of static frame count and size.
+    return self._static_convolution(inputs, kernel)  # pylint: disable=no-member
 
 
 @tf_keras.utils.register_keras_serializable(package='ConstCL')
