@@ -43,13 +43,17 @@ HMDB51_NUM_CLASSES = 51
 HMDB51_SPLIT1_TRAIN_EXAMPLES = 3570
 HMDB51_SPLIT1_TEST_EXAMPLES = 1530
 
-# The toy world's number of clip classes. Configs import no data code, so it
-# is restated here; tests/tasks/test_video_classification.py checks it equals
-# `dataloaders.toy_world.NUM_CLASSES`, and the task checks it again at run
-# time.
-TOY_NUM_CLASSES = 10
-TOY_TRAIN_EXAMPLES = 500
-TOY_VALIDATION_EXAMPLES = 100
+# The labelled toy worlds (`dataloaders.toy_world.named_world`): their number
+# of clip classes and cached train / validation videos. Configs import no data
+# code, so they are restated here; tests/tasks/test_video_classification.py
+# checks them against the toy world, and the task checks the class count
+# again at run time. 'pairs' is the pretraining world (the Kinetics stand-in),
+# 'shapes' the transfer world (the UCF101 / HMDB51 stand-in).
+TOY_WORLDS = {
+    'pairs': {'num_classes': 10, 'train': 500, 'validation': 100},
+    'shapes': {'num_classes': 5, 'train': 500, 'validation': 300},
+}
+TOY_NUM_CLASSES = TOY_WORLDS['pairs']['num_classes']
 
 
 @dataclasses.dataclass
@@ -58,9 +62,10 @@ class DataConfig(mg_video.DataConfig):
 
   Sources, exactly one of: `input_path` (Model Garden video TFRecords, SPEC
   section 3), `tfds_name` (+ `tfds_split`, e.g. `ucf101`), or
-  `toy_world_split` (the toy world, generated on first use).
+  `toy_world_split` (the toy world `toy_world`, generated on first use).
   """
   toy_world_split: str = ''  # '' | train | validation
+  toy_world: str = 'pairs'  # pairs | shapes (TOY_WORLDS)
 
 
 @dataclasses.dataclass
@@ -159,6 +164,9 @@ def validate_classification_task(task: VideoClassificationTask) -> None:
     if data.toy_world_split not in ('', 'train', 'validation'):
       raise ValueError(f'task.{name}.toy_world_split must be "", train or '
                        f'validation, got {data.toy_world_split!r}')
+    if data.toy_world not in TOY_WORLDS:
+      raise ValueError(f'task.{name}.toy_world must be one of '
+                       f'{sorted(TOY_WORLDS)}, got {data.toy_world!r}')
     sources = [s for s in ('input_path', 'tfds_name', 'toy_world_split')
                if getattr(data, s)]
     if len(sources) > 1:
@@ -341,20 +349,23 @@ def const_cl_finetune_hmdb51() -> VideoClassificationExperimentConfig:
 
 
 def toy_variant(config: VideoClassificationExperimentConfig,
-                train_steps: int = 300, learning_rate: float = 0.5
+                train_steps: int = 300, learning_rate: float = 0.5,
+                world: str = 'pairs'
                 ) -> VideoClassificationExperimentConfig:
   """Shrinks a real classification experiment to the toy world in place.
 
   The backbone is the toy pretraining experiment's (tiny R3D, one res5),
   clips are 8 frames of 64 px at stride 2, evaluation takes 2 clips x 3
   crops of 64 px from frames resized to 72 px (the 3 crops then differ), and
-  the data is the labelled toy world. Everything else (linear_eval, branch,
-  dropout, optimizer type) is the parent's.
+  the data is the labelled toy world `world`. Everything else (linear_eval,
+  branch, dropout, optimizer type) is the parent's.
 
   Args:
     config: A registered real-data experiment.
-    train_steps: Training steps (the toy train split has 500 videos).
+    train_steps: Training steps (the toy train splits have 500 videos).
     learning_rate: Initial cosine learning rate.
+    world: The toy world (TOY_WORLDS): 'pairs' for Kinetics experiments
+      (the pretraining world itself), 'shapes' for the transfer sets.
 
   Returns:
     `config`, changed.
@@ -364,14 +375,16 @@ def toy_variant(config: VideoClassificationExperimentConfig,
   task.model.backbone.resnet_3d_y = pretrain.task.model.backbone.resnet_3d_y
   task.model.backbone.resnet_3d_y.duplicate_res5 = False
   task.model.norm_activation = pretrain.task.model.norm_activation
-  for data, split, examples, batch in (
-      (task.train_data, 'train', TOY_TRAIN_EXAMPLES, 16),
-      (task.validation_data, 'validation', TOY_VALIDATION_EXAMPLES, 8)):
+  sizes = TOY_WORLDS[world]
+  for data, split, batch in ((task.train_data, 'train', 16),
+                             (task.validation_data, 'validation', 8)):
     data.input_path = ''
     data.tfds_name = ''
     data.tfds_split = ''
     data.toy_world_split = split
-    data.num_classes = TOY_NUM_CLASSES
+    data.toy_world = world
+    data.num_classes = sizes['num_classes']
+    examples = sizes[split]
     data.num_examples = examples
     data.global_batch_size = batch
     data.feature_shape = (8, 64, 64, 3)
@@ -382,7 +395,7 @@ def toy_variant(config: VideoClassificationExperimentConfig,
   task.validation_data.num_test_crops = 3
   task.validation_data.min_image_size = 72
   config.runtime.mixed_precision_dtype = 'float32'
-  steps_per_epoch = TOY_TRAIN_EXAMPLES // task.train_data.global_batch_size
+  steps_per_epoch = sizes['train'] // task.train_data.global_batch_size
   config.trainer = cfg.TrainerConfig(
       train_steps=train_steps,
       validation_steps=-1,
@@ -408,14 +421,19 @@ def _register_toy(name: str, parent, **kwargs):
 
 const_cl_linear_eval_kinetics400_toy = _register_toy(
     'const_cl_linear_eval_kinetics400_toy', const_cl_linear_eval_kinetics400)
+# The transfer sets' stand-in is the shapes world: pretraining on the pairs
+# world, then linear evaluation or fine-tuning on another labelled world, is
+# the paper's K400 -> UCF101 / HMDB51 protocol.
 const_cl_linear_eval_ucf101_toy = _register_toy(
-    'const_cl_linear_eval_ucf101_toy', const_cl_linear_eval_ucf101)
+    'const_cl_linear_eval_ucf101_toy', const_cl_linear_eval_ucf101,
+    world='shapes')
 const_cl_linear_eval_hmdb51_toy = _register_toy(
-    'const_cl_linear_eval_hmdb51_toy', const_cl_linear_eval_hmdb51)
+    'const_cl_linear_eval_hmdb51_toy', const_cl_linear_eval_hmdb51,
+    world='shapes')
 const_cl_finetune_ucf101_toy = _register_toy(
     'const_cl_finetune_ucf101_toy', const_cl_finetune_ucf101,
-    learning_rate=0.05)
+    learning_rate=0.05, world='shapes')
 const_cl_finetune_hmdb51_toy = _register_toy(
     'const_cl_finetune_hmdb51_toy', const_cl_finetune_hmdb51,
-    learning_rate=0.05)
+    learning_rate=0.05, world='shapes')
 

@@ -26,6 +26,16 @@ tells which two are the actors. With `fillers='non_key'` a filler may be any
 one), so the class needs shape and motion bound per object (harder). Colours
 and sizes are random, so neither a colour nor one frame tells the class.
 
+A second labelled world, `named_world('shapes')`, stands in for the small
+downstream sets (UCF101, HMDB51) that a Kinetics-pretrained backbone is
+transferred to: a flat grey background, white objects, and the class is the
+shape all 3-4 objects share (5 classes), each object moving with a random
+key-actor motion. The pair class is beyond a tiny backbone at toy budgets
+(600 supervised steps stay at chance; README, "Why the toy probe changed
+worlds"), and in the pretraining world's own colours and textures the
+contrastive features encode the background and colours first; the shapes
+world asks the transferred features for object shape alone.
+
 The per-object ACTIONS (AVA-style, 1-based ids, multi-label) are each object's
 own motion program: exactly one trajectory action (1 stand still, 2 move
 straight, 3 orbit, 4 bounce, 5 zigzag, 6 jitter) plus optional modifiers
@@ -139,6 +149,14 @@ class ToyWorldSpec:
     max_size: largest object radius, as a fraction of min(height, width).
     modifier_prob: probability of each modifier action (pulse, spin).
     background: 'random' (textured, drifting) or 'flat' (uniform grey).
+    object_colors: 'random' (a saturated random colour per object) or
+      'white' (every object light grey, 230): shape and motion are then the
+      only things that tell objects apart.
+    clip_class: what the clip label is. 'pairs': which two of the five key
+      actors the scene contains (10 classes, module docstring). 'shape':
+      which of the five SHAPES every object of the scene has (5 classes;
+      each object moves with a random key-actor motion, so motion says
+      nothing about the class).
     pixel_noise: std of the per-pixel grey noise added to every frame.
     min_visible_fraction: an object is `visible` in a frame when at least
       this fraction of its pixels is not occluded.
@@ -156,6 +174,8 @@ class ToyWorldSpec:
   max_size: float = 0.12
   modifier_prob: float = 0.3
   background: str = 'random'  # random | flat
+  object_colors: str = 'random'  # random | white
+  clip_class: str = 'pairs'  # pairs | shape
   pixel_noise: float = 3.0
   min_visible_fraction: float = 0.25
   num_distractors: int = 2
@@ -183,9 +203,63 @@ class ToyWorldSpec:
     if self.background not in ('random', 'flat'):
       raise ValueError(f'ToyWorldSpec: background must be random or flat, got '
                        f'{self.background!r}')
+    if self.object_colors not in ('random', 'white'):
+      raise ValueError(f'ToyWorldSpec: object_colors must be random or white, '
+                       f'got {self.object_colors!r}')
+    if self.clip_class not in ('pairs', 'shape'):
+      raise ValueError(f'ToyWorldSpec: clip_class must be pairs or shape, got '
+                       f'{self.clip_class!r}')
     if self.num_distractors < 1:
       raise ValueError(
           f'ToyWorldSpec: num_distractors ({self.num_distractors}) < 1')
+
+
+# The colour of every object when `ToyWorldSpec.object_colors == 'white'`.
+WHITE = (230, 230, 230)
+
+
+def class_names(spec: ToyWorldSpec) -> Tuple[str, ...]:
+  """The clip class names of `spec.clip_class` (index = label)."""
+  return CLASS_NAMES if spec.clip_class == 'pairs' else SHAPES
+
+
+def num_classes(spec: ToyWorldSpec) -> int:
+  """How many clip classes `spec` has (10 for pairs, 5 for shape)."""
+  return len(class_names(spec))
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedWorld:
+  """A labelled classification world and the size of its cached splits."""
+  spec: ToyWorldSpec
+  num_train: int
+  num_val: int
+
+
+WORLD_NAMES = ('pairs', 'shapes')
+
+
+def _named_worlds() -> Dict[str, NamedWorld]:
+  return {
+      # The pretraining world (the Kinetics stand-in): textured drifting
+      # backgrounds, random colours, the 10 key-actor pair classes.
+      'pairs': NamedWorld(ToyWorldSpec(), 500, 100),
+      # The transfer world (the UCF101 / HMDB51 stand-in): flat grey
+      # background, white objects, the class is the shape all objects share.
+      # 300 validation videos, so the top-1 of one run moves by ~2.7 points
+      # (binomial std at 30%) instead of ~4.6 with 100.
+      'shapes': NamedWorld(ToyWorldSpec(background='flat',
+                                        object_colors='white',
+                                        clip_class='shape'), 500, 300),
+  }
+
+
+def named_world(name: str) -> NamedWorld:
+  """The registered world `name` ('pairs' or 'shapes'); ValueError else."""
+  worlds = _named_worlds()
+  if name not in worlds:
+    raise ValueError(f'unknown toy world {name!r}; known: {sorted(worlds)}')
+  return worlds[name]
 
 
 @dataclasses.dataclass
@@ -250,8 +324,9 @@ class ToyVideo:
 
   Attributes:
     frames: [T, H, W, 3] uint8 RGB frames.
-    label: class index in [0, NUM_CLASSES), or -1 for tracking sequences.
-    label_text: CLASS_NAMES[label] (or 'tracking').
+    label: class index in [0, num_classes(spec)), or -1 for tracking
+      sequences.
+    label_text: class_names(spec)[label] (or 'tracking').
     objects: the objects, in drawing (depth) order.
     target: index into `objects` of the tracking target, -1 if none.
   """
@@ -284,6 +359,14 @@ def _random_color(rng: np.random.Generator) -> np.ndarray:
   r, g, b = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.6, 1.0),
                                 rng.uniform(0.75, 1.0))
   return np.round(np.array([r, g, b]) * 255).astype(np.int64)
+
+
+def _object_color(rng: np.random.Generator,
+                  spec: ToyWorldSpec) -> np.ndarray:
+  """An object's colour under `spec.object_colors`."""
+  if spec.object_colors == 'white':
+    return np.array(WHITE, np.int64)
+  return _random_color(rng)
 
 
 def _extent(shape: str) -> float:
@@ -609,37 +692,47 @@ def render_video(seed: int, spec: Optional[ToyWorldSpec] = None,
     label: the class to render; None draws it from the seed.
 
   Returns:
-    A ToyVideo whose objects are the two key actors of `label` plus fillers
-    (see `ToyWorldSpec.fillers`), in random depth order.
+    A ToyVideo in random depth order. clip_class 'pairs': the two key actors
+    of `label` plus fillers (see `ToyWorldSpec.fillers`); 'shape': 3-4
+    objects of shape SHAPES[label], each with a random key-actor motion.
   """
   spec = spec or ToyWorldSpec()
   spec.validate()
   rng = np.random.default_rng(seed)
+  n_classes = num_classes(spec)
   if label is None:
-    label = int(rng.integers(NUM_CLASSES))
-  if not 0 <= label < NUM_CLASSES:
-    raise ValueError(f'label {label} outside [0, {NUM_CLASSES})')
+    label = int(rng.integers(n_classes))
+  if not 0 <= label < n_classes:
+    raise ValueError(f'label {label} outside [0, {n_classes}) '
+                     f'(clip_class={spec.clip_class!r})')
   num_objects = int(rng.integers(spec.min_objects, spec.max_objects + 1))
-  combos = [KEY_ACTORS[a] for a in _CLASS_ACTORS[label]]
-  if spec.fillers == 'still':
-    key_shapes = {shape for shape, _ in combos}
-    other_shapes = [s for s in SHAPES if s not in key_shapes]
-  for _ in range(num_objects - 2):
+  if spec.clip_class == 'shape':
+    motions = [m for _, m in KEY_ACTORS]
+    combos = [(SHAPES[label], motions[rng.integers(len(motions))])
+              for _ in range(num_objects)]
+  else:
+    combos = [KEY_ACTORS[a] for a in _CLASS_ACTORS[label]]
     if spec.fillers == 'still':
-      combos.append((other_shapes[rng.integers(len(other_shapes))], 'still'))
-    else:
-      combos.append(_FILLER_COMBOS[rng.integers(len(_FILLER_COMBOS))])
+      key_shapes = {shape for shape, _ in combos}
+      other_shapes = [s for s in SHAPES if s not in key_shapes]
+    for _ in range(num_objects - 2):
+      if spec.fillers == 'still':
+        combos.append((other_shapes[rng.integers(len(other_shapes))],
+                       'still'))
+      else:
+        combos.append(_FILLER_COMBOS[rng.integers(len(_FILLER_COMBOS))])
   combos = [combos[i] for i in rng.permutation(len(combos))]
   background = _sample_background(rng, spec)
   programs = []
   for shape, motion in combos:
     programs.append(_make_program(
-        rng, spec, shape, motion, _random_color(rng), _base_radius(rng, spec),
+        rng, spec, shape, motion, _object_color(rng, spec),
+        _base_radius(rng, spec),
         _sample_modifiers(rng, spec, shape)))
   frames, objects = render_scene(programs, spec, background,
                                  noise_seed=int(rng.integers(2**31)))
-  return ToyVideo(frames=frames, label=label, label_text=CLASS_NAMES[label],
-                  objects=objects)
+  return ToyVideo(frames=frames, label=label,
+                  label_text=class_names(spec)[label], objects=objects)
 
 
 def render_tracking_video(seed: int,
@@ -666,7 +759,7 @@ def render_tracking_video(seed: int,
   t_len = spec.num_frames
   shape = SHAPES[rng.integers(len(SHAPES))]
   motion = ('linear', 'orbit', 'bounce', 'zigzag')[rng.integers(4)]
-  color = _random_color(rng)
+  color = _object_color(rng, spec)
   radius = _base_radius(rng, spec)
   background = _sample_background(rng, spec)
   target = _make_program(rng, spec, shape, motion, color, radius,
@@ -700,7 +793,7 @@ def render_tracking_video(seed: int,
     while f_shape == shape:
       f_shape = SHAPES[rng.integers(len(SHAPES))]
     programs.append(_make_program(
-        rng, spec, f_shape, f_motion, _random_color(rng),
+        rng, spec, f_shape, f_motion, _object_color(rng, spec),
         _base_radius(rng, spec), _sample_modifiers(rng, spec, f_shape)))
   order = rng.permutation(len(programs))
   programs = [programs[i] for i in order]
@@ -731,10 +824,18 @@ def frame_boxes(video: ToyVideo) -> List[np.ndarray]:
   return out
 
 
-def write_label_map(path: str) -> str:
-  """Writes CLASS_NAMES one per line (index = line number); returns path."""
+def write_label_map(path: str, spec: Optional[ToyWorldSpec] = None) -> str:
+  """Writes `class_names(spec)` one per line (index = line number).
+
+  Args:
+    path: the text file to write.
+    spec: the world spec; default ToyWorldSpec() (the 10 pair classes).
+
+  Returns:
+    `path`.
+  """
   with open(path, 'w') as f:
-    f.write('\n'.join(CLASS_NAMES) + '\n')
+    f.write('\n'.join(class_names(spec or ToyWorldSpec())) + '\n')
   return path
 
 
@@ -744,8 +845,8 @@ def write_video_split(output_dir: str, split: str, num_videos: int,
   """Writes a split of classification videos as Model Garden TFRecords.
 
   Video i has seed `derive_seed(seed, split, i)` and class
-  `i % NUM_CLASSES` (exactly balanced when num_videos is a multiple of
-  NUM_CLASSES). Videos go round-robin to shards
+  `i % num_classes(spec)` (exactly balanced when num_videos is a multiple of
+  the number of classes). Videos go round-robin to shards
   `<output_dir>/<split>-0000k-of-0000n.tfrecord`.
 
   Args:
@@ -771,11 +872,12 @@ def write_video_split(output_dir: str, split: str, num_videos: int,
                      f'({num_shards}) must be >= 1')
   os.makedirs(output_dir, exist_ok=True)
   num_shards = min(num_shards, num_videos)
+  n_classes = num_classes(spec)
 
   def examples(shard):
     for i in range(shard, num_videos, num_shards):
       video = render_video(derive_seed(seed, split, i), spec,
-                           label=i % NUM_CLASSES)
+                           label=i % n_classes)
       yield video_records.make_sequence_example(
           encoded_frames=[_encode_jpeg(f, spec.jpeg_quality)
                           for f in video.frames],
@@ -858,7 +960,7 @@ def ensure_toy_dataset(cache_dir: Optional[str] = None,
                  spec.height, spec.width, folder)
     write_video_split(tmp, 'train', num_train, seed, spec, num_shards)
     write_video_split(tmp, 'validation', num_val, seed, spec, num_shards)
-    write_label_map(os.path.join(tmp, 'label_map.txt'))
+    write_label_map(os.path.join(tmp, 'label_map.txt'), spec)
     with open(os.path.join(tmp, 'spec.json'), 'w') as f:
       json.dump({'spec': dataclasses.asdict(spec), 'num_train': num_train,
                  'num_val': num_val, 'seed': seed,
@@ -1008,7 +1110,7 @@ def write_ava_dataset(output_dir: str, num_videos: int, seed: int = 0,
     output_dir: folder to write into.
     num_videos: number of videos.
     seed: dataset seed (video i uses `derive_seed(seed, 'ava_' + split, i)`;
-      its class is i % NUM_CLASSES).
+      its class is i % num_classes(spec)).
     spec: the world spec; default ToyWorldSpec(num_frames=80,
       fillers='non_key'), i.e. 10 s videos where any shape takes any motion.
     split: split name used in the file names.
@@ -1031,7 +1133,7 @@ def write_ava_dataset(output_dir: str, num_videos: int, seed: int = 0,
   for i in range(num_videos):
     video_id = f'toy_{split}_{i:06d}'
     video = render_video(derive_seed(seed, 'ava_' + split, i), spec,
-                         label=i % NUM_CLASSES)
+                         label=i % num_classes(spec))
     _write_mp4(os.path.join(videos_dir, video_id + '.mp4'), video.frames,
                spec.fps)
     excluded = set()

@@ -42,6 +42,14 @@ SOURCE_KEY = 'source'
 RECORD_ID_KEY = 'record_id'
 
 
+def toy_dataset(world: str) -> Dict[str, str]:
+  """The cached splits of the labelled toy world `world` (made on first use)."""
+  named = toy_world.named_world(world)
+  return toy_world.ensure_toy_dataset(spec=named.spec,
+                                      num_train=named.num_train,
+                                      num_val=named.num_val)
+
+
 def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
   """The TFRecord file pattern to read ('' for TFDS); makes the toy world.
 
@@ -52,7 +60,7 @@ def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
   if params.tfds_name:
     return ''
   if params.toy_world_split:
-    return toy_world.ensure_toy_dataset()[params.toy_world_split]
+    return toy_dataset(params.toy_world)[params.toy_world_split]
   pattern = params.input_path
   if isinstance(pattern, (list, tuple)):
     pattern = ','.join(pattern)
@@ -193,11 +201,14 @@ class VideoClassificationTask(base_task.Task):
     self._input_patterns = {}
     for data_name in ('train_data', 'validation_data'):
       data = getattr(params, data_name)
-      if data.toy_world_split and (
-          data.num_classes != toy_world.NUM_CLASSES):
-        raise ValueError(
-            f'task.{data_name}.num_classes ({data.num_classes}) != the toy '
-            f'world\'s {toy_world.NUM_CLASSES} classes')
+      if data.toy_world_split:
+        world_classes = toy_world.num_classes(
+            toy_world.named_world(data.toy_world).spec)
+        if data.num_classes != world_classes:
+          raise ValueError(
+              f'task.{data_name}.num_classes ({data.num_classes}) != '
+              f'{world_classes}, the class count of toy world '
+              f'{data.toy_world!r}')
       if data.input_path or data.toy_world_split:
         self._input_patterns[data_name] = resolve_input_pattern(
             data, data_name)

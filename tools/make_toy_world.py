@@ -5,6 +5,9 @@ Usage examples (from the repo root):
   # Model Garden video TFRecords (+ label_map.txt): pretraining, classification
   python tools/make_toy_world.py --output_dir /tmp/toy/videos --kind videos \
       --num 100 --seed 0 --split train
+  # ... of the transfer world (flat background, white objects, 5 shape classes)
+  python tools/make_toy_world.py --output_dir /tmp/toy/shapes --kind videos \
+      --world shapes --num 100 --split validation
 
   # GOT-10k / OTB tracking folders
   python tools/make_toy_world.py --output_dir /tmp/toy/got10k \
@@ -16,6 +19,7 @@ Usage examples (from the repo root):
   python tools/make_toy_world.py --output_dir /tmp/toy/ava --kind ava --num 20 \
       --split train
 """
+import dataclasses
 import os
 import sys
 
@@ -31,6 +35,10 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Folder to write into.')
 _KIND = flags.DEFINE_enum(
     'kind', 'videos', ['videos', 'tracking_got10k', 'tracking_otb', 'ava'],
     'What to write.')
+_WORLD = flags.DEFINE_enum(
+    'world', 'pairs', list(toy_world.WORLD_NAMES),
+    'Labelled world of the videos kind: pairs (the pretraining world) or '
+    'shapes (the transfer world); the other kinds ignore it.')
 _NUM = flags.DEFINE_integer('num', 100, 'Number of videos / sequences.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Dataset seed.')
 _SPLIT = flags.DEFINE_string('split', 'train',
@@ -47,13 +55,16 @@ flags.mark_flag_as_required('output_dir')
 def main(argv):
   del argv
   num_frames = _NUM_FRAMES.value or (80 if _KIND.value == 'ava' else 32)
-  spec = toy_world.ToyWorldSpec(height=_SIZE.value, width=_SIZE.value,
-                                num_frames=num_frames)
+  base = (toy_world.named_world(_WORLD.value).spec
+          if _KIND.value == 'videos' else toy_world.ToyWorldSpec())
+  spec = dataclasses.replace(base, height=_SIZE.value, width=_SIZE.value,
+                             num_frames=num_frames)
   out = _OUTPUT_DIR.value
   if _KIND.value == 'videos':
     pattern = toy_world.write_video_split(out, _SPLIT.value, _NUM.value,
                                           _SEED.value, spec, _NUM_SHARDS.value)
-    label_map = toy_world.write_label_map(os.path.join(out, 'label_map.txt'))
+    label_map = toy_world.write_label_map(os.path.join(out, 'label_map.txt'),
+                                          spec)
     logging.info('wrote %s and %s', pattern, label_map)
   elif _KIND.value in ('tracking_got10k', 'tracking_otb'):
     layout = _KIND.value.split('_')[1]

@@ -324,12 +324,12 @@ def test_ensure_toy_dataset_loses_race(tmp_path, monkeypatch):
   real_label_map = tw.write_label_map
   state = {}
 
-  def racing_label_map(path):
+  def racing_label_map(path, spec):
     # Simulate another process renaming its complete copy into place first.
     final = state['final']
     os.makedirs(final)
     open(os.path.join(final, '_COMPLETE'), 'w').close()
-    return real_label_map(path)
+    return real_label_map(path, spec)
 
   key = tw._cache_key(spec, 2, 2, 0, 2)
   state['final'] = str(tmp_path / key)
@@ -350,3 +350,73 @@ def test_spec_validation():
     tw.render_video(0, _SPEC, label=10)
   with pytest.raises(ValueError, match='layout'):
     tw.write_tracking_sequences('/tmp/unused', 1, layout='vot')
+
+
+def test_shapes_world_scene():
+  """The transfer world: flat grey, white objects, all of the label's shape."""
+  world = tw.named_world('shapes')
+  assert (world.num_train, world.num_val) == (500, 300)
+  spec = tw.dataclasses.replace(world.spec, num_frames=12, pixel_noise=0.0)
+  assert tw.class_names(spec) == tw.SHAPES and tw.num_classes(spec) == 5
+  key_motions = {tw._MOTION_ID[m] for _, m in tw.KEY_ACTORS}
+  motions = set()
+  for seed in range(10):
+    label = seed % 5
+    video = tw.render_video(seed, spec, label=label)
+    assert video.label == label and video.label_text == tw.SHAPES[label]
+    assert 3 <= len(video.objects) <= 4
+    for obj in video.objects:
+      assert obj.shape == tw.SHAPES[label]
+      assert obj.color == (230, 230, 230)
+      assert obj.actions[0] in key_motions
+      motions.add(obj.actions[0])
+    # Every pixel is the grey background or an object pixel (white, or a
+    # mix of the two on anti-aliased edges): no texture, no colour.
+    f = video.frames.astype(int)
+    assert (f[..., 0] == f[..., 1]).all() and (f[..., 1] == f[..., 2]).all()
+    assert f.min() >= 128 and f.max() <= 230
+    assert (f == 128).mean() > 0.6 and (f == 230).any()
+  # The class says nothing about motion: the 10 scenes use several motions.
+  assert len(motions) >= 4
+  with pytest.raises(ValueError, match=r'label 5 outside \[0, 5\) '
+                     r"\(clip_class='shape'\)"):
+    tw.render_video(0, spec, label=5)
+
+
+def test_shapes_world_split_and_label_map(tmp_path):
+  spec = tw.dataclasses.replace(tw.named_world('shapes').spec, num_frames=4)
+  pattern = tw.write_video_split(str(tmp_path), 'train', 10, seed=1,
+                                 spec=spec, num_shards=1)
+  records = video_records.read_records(pattern)
+  assert sorted(r['label'][0] for r in records) == [0, 0, 1, 1, 2, 2, 3, 3,
+                                                    4, 4]
+  assert {r['label_text'] for r in records} == set(tw.SHAPES)
+  path = tw.write_label_map(str(tmp_path / 'labels.txt'), spec)
+  assert open(path).read().splitlines() == list(tw.SHAPES)
+
+
+def test_white_objects_in_tracking_and_ava_worlds():
+  spec = tw.ToyWorldSpec(num_frames=8, object_colors='white')
+  video = tw.render_tracking_video(4, spec)
+  target = video.objects[video.target]
+  assert target.color == (230, 230, 230)
+  # Distractors stay within +-30 of the target's colour (clipped at 255).
+  for k, obj in enumerate(video.objects):
+    if k != video.target and obj.shape == target.shape:
+      assert all(200 <= c <= 255 for c in obj.color)
+  # The default world keeps its random colours: the pair world is unchanged.
+  assert tw.render_video(3, tw.ToyWorldSpec(num_frames=8)).objects[0].color != (
+      230, 230, 230)
+
+
+def test_world_knobs_are_validated():
+  with pytest.raises(ValueError, match="object_colors must be random or "
+                     "white, got 'grey'"):
+    tw.ToyWorldSpec(object_colors='grey').validate()
+  with pytest.raises(ValueError, match="clip_class must be pairs or shape, "
+                     "got 'motion'"):
+    tw.ToyWorldSpec(clip_class='motion').validate()
+  with pytest.raises(ValueError, match=r"unknown toy world 'k400'; known: "
+                     r"\['pairs', 'shapes'\]"):
+    tw.named_world('k400')
+  assert tw.named_world('pairs').spec == tw.ToyWorldSpec()

@@ -62,6 +62,7 @@ def _config(name, records, **task_overrides):
   for data in (config.task.train_data, config.task.validation_data):
     data.toy_world_split = ''
     data.input_path = records
+    data.num_classes = NUM_CLASSES  # the records' labels go up to 9
     data.global_batch_size = 2
     data.feature_shape = (4, 32, 32, 3)
   config.task.validation_data.min_image_size = 36
@@ -72,6 +73,31 @@ def _config(name, records, **task_overrides):
 
 def test_toy_class_count_matches_the_toy_world():
   assert vc_cfg.TOY_NUM_CLASSES == toy_world.NUM_CLASSES
+  assert sorted(vc_cfg.TOY_WORLDS) == sorted(toy_world.WORLD_NAMES)
+  for name, sizes in vc_cfg.TOY_WORLDS.items():
+    world = toy_world.named_world(name)
+    assert sizes == {'num_classes': toy_world.num_classes(world.spec),
+                     'train': world.num_train,
+                     'validation': world.num_val}, name
+  assert vc_cfg.TOY_WORLDS['shapes']['num_classes'] == 5
+
+
+def test_toy_world_class_count_is_checked():
+  config = exp_factory.get_exp_config('const_cl_linear_eval_ucf101_toy')
+  config.task.allow_random_init = True
+  config.task.validation_data.num_classes = 10
+  config.task.train_data.num_classes = 10
+  with pytest.raises(ValueError, match="train_data.num_classes \\(10\\) != 5, "
+                     "the class count of toy world 'shapes'"):
+    vc_task.VideoClassificationTask(config.task)
+
+
+def test_unknown_toy_world_is_rejected():
+  config = exp_factory.get_exp_config('const_cl_linear_eval_ucf101_toy')
+  config.task.validation_data.toy_world = 'kinetics'
+  with pytest.raises(ValueError, match="validation_data.toy_world must be one "
+                     "of \\['pairs', 'shapes'\\], got 'kinetics'"):
+    config.validate()
 
 
 @pytest.mark.parametrize('branch', ['res5g', 'res5r'])

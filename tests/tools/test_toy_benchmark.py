@@ -209,10 +209,14 @@ def test_plan_runs(tmp_path):
   assert 'task.model.feature_endpoint' not in by_name[
       'seed1/ava/const_cl'].overrides
   lin = by_name['seed0/linear_eval/random']
+  # The probe is the transfer one: pairs-world pretraining, shapes-world eval.
+  assert lin.experiment == 'const_cl_linear_eval_ucf101_toy'
   assert lin.depends_on == [] and lin.overrides['task.allow_random_init']
   assert 'task.init_checkpoint' not in lin.overrides
   ev = by_name['seed0/track_eval/cvrl']
   track = by_name['seed0/tracking/cvrl']
+  assert track.overrides['task.toy_world.num_eval_sequences'] == 4
+  assert tb.Budget().tracking_eval_sequences == 24
   assert ev.depends_on == [track.name]
   assert ev.argv[1].endswith(os.path.join('tools', 'track.py'))
   assert f'--checkpoint={track.model_dir}' in ev.argv
@@ -303,7 +307,8 @@ def test_run_benchmark_with_stub_runner(tmp_path):
       'failures', 'missing_metrics', 'ok'}
   assert report['seeds'] == [0, 1] and report['quick'] is True
   assert report['budget'] == {'pretrain_steps': 10, 'linear_eval_steps': 10,
-                              'ava_steps': 10, 'tracking_steps': 10}
+                              'ava_steps': 10, 'tracking_steps': 10,
+                              'tracking_eval_sequences': 4}
   run_keys = {'name', 'stage', 'backbone', 'seed', 'experiment', 'overrides',
               'argv', 'model_dir', 'status', 'returncode', 'duration_s',
               'cpu_s', 'config', 'final_train', 'final_validation', 'metrics',
