@@ -384,8 +384,7 @@ def toy_variant(config: VideoClassificationExperimentConfig,
     data.toy_world_split = split
     data.toy_world = world
     data.num_classes = sizes['num_classes']
-    examples = sizes[split]
-    data.num_examples = examples
+    data.num_examples = sizes[split]
     data.global_batch_size = batch
     data.feature_shape = (8, 64, 64, 3)
     data.temporal_stride = 2

@@ -125,6 +125,15 @@ _OTB_SEPARATORS = (',', '\t', ' ')
 _SPLIT_SALT = {'train': 1, 'validation': 2, 'test': 3}
 
 
+# The allowed values of ToyWorldSpec's string fields.
+_SPEC_CHOICES = {
+    'fillers': ('still', 'non_key'),
+    'background': ('random', 'flat'),
+    'object_colors': ('random', 'white'),
+    'clip_class': ('pairs', 'shape'),
+}
+
+
 @dataclasses.dataclass
 class ToyWorldSpec:
   """Sizes and knobs of the toy world.
@@ -197,18 +206,11 @@ class ToyWorldSpec:
     if not 0 < self.min_size <= self.max_size <= 0.25:
       raise ValueError(f'ToyWorldSpec: need 0 < min_size ({self.min_size}) <= '
                        f'max_size ({self.max_size}) <= 0.25')
-    if self.fillers not in ('still', 'non_key'):
-      raise ValueError(f'ToyWorldSpec: fillers must be still or non_key, got '
-                       f'{self.fillers!r}')
-    if self.background not in ('random', 'flat'):
-      raise ValueError(f'ToyWorldSpec: background must be random or flat, got '
-                       f'{self.background!r}')
-    if self.object_colors not in ('random', 'white'):
-      raise ValueError(f'ToyWorldSpec: object_colors must be random or white, '
-                       f'got {self.object_colors!r}')
-    if self.clip_class not in ('pairs', 'shape'):
-      raise ValueError(f'ToyWorldSpec: clip_class must be pairs or shape, got '
-                       f'{self.clip_class!r}')
+    for name, choices in _SPEC_CHOICES.items():
+      value = getattr(self, name)
+      if value not in choices:
+        raise ValueError(f'ToyWorldSpec: {name} must be '
+                         f'{" or ".join(choices)}, got {value!r}')
     if self.num_distractors < 1:
       raise ValueError(
           f'ToyWorldSpec: num_distractors ({self.num_distractors}) < 1')
@@ -236,9 +238,6 @@ class NamedWorld:
   num_val: int
 
 
-WORLD_NAMES = ('pairs', 'shapes')
-
-
 def _named_worlds() -> Dict[str, NamedWorld]:
   return {
       # The pretraining world (the Kinetics stand-in): textured drifting
@@ -252,6 +251,9 @@ def _named_worlds() -> Dict[str, NamedWorld]:
                                         object_colors='white',
                                         clip_class='shape'), 500, 300),
   }
+
+
+WORLD_NAMES = tuple(_named_worlds())
 
 
 def named_world(name: str) -> NamedWorld:

@@ -410,6 +410,12 @@ def test_white_objects_in_tracking_and_ava_worlds():
 
 
 def test_world_knobs_are_validated():
+  with pytest.raises(ValueError, match="fillers must be still or non_key, "
+                     "got 'x'"):
+    tw.ToyWorldSpec(fillers='x').validate()
+  with pytest.raises(ValueError, match="background must be random or flat, "
+                     "got 'x'"):
+    tw.ToyWorldSpec(background='x').validate()
   with pytest.raises(ValueError, match="object_colors must be random or "
                      "white, got 'grey'"):
     tw.ToyWorldSpec(object_colors='grey').validate()
