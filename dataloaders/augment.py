@@ -53,6 +53,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from dataloaders import example_seeds
+
 # Luma weights of `tf.image.rgb_to_grayscale`; the YIQ luma row is the same
 # up to rounding, so saturation, hue and grayscale share one gray axis.
 _GRAY = np.array([0.2989, 0.5870, 0.1140], np.float64)
@@ -62,8 +64,7 @@ _RGB_TO_YIQ = np.array([_GRAY,
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 
-def _fold(seed: tf.Tensor, k: int) -> tf.Tensor:
-  return tf.random.experimental.stateless_fold_in(seed, k)
+_fold = example_seeds.fold
 
 
 def draw_view_params(seed: tf.Tensor,

@@ -14,11 +14,18 @@ key frame). The parser outputs, per example, static-shape tensors:
                   action_id - 1 (all zero for detector boxes)
   video_id        string []
   timestamp       float32 []
+
+Training draws (crop window, box jitter, flip) are stateless, from the
+example's `example_seeds.SEED_KEY` seed that `build_inputs` attaches with
+`example_seeds.attach_example_seeds`: a fixed data seed fixes them however
+many threads parse. A decoded dict without that key (a parser used on its
+own) gets a seed from a stateful op seeded with the parser's `seed`.
 """
 from typing import Dict, Optional, Sequence, Union
 
 import tensorflow as tf
 
+from dataloaders import example_seeds
 from dataloaders.converters import ava as ava_converter
 from official.vision.dataloaders import decoder
 from official.vision.dataloaders import parser
@@ -114,7 +121,8 @@ class Parser(parser.Parser):
       random_flip: flip left-right at training, boxes included.
       center_crop: evaluation keeps the largest centred window of the output
         aspect; False resizes the whole frame (aspect not kept).
-      seed: optional seed of the random ops.
+      seed: seed of the stateful op that draws an example seed when the
+        decoded dict has none (see the module docstring).
     """
     if isinstance(crop_size, int):
       crop_size = (crop_size, crop_size)
@@ -213,7 +221,7 @@ class Parser(parser.Parser):
       labels = self._labels(decoded)
     return tf.reshape(boxes, [-1, 4]), scores, labels
 
-  def _crop_window(self, height, width, training):
+  def _crop_window(self, height, width, training, seed=None):
     """Integer crop window [y0, x0, h, w] of the output aspect ratio."""
     out_h, out_w = self._crop_size
     h = tf.cast(height, tf.float32)
@@ -223,38 +231,49 @@ class Parser(parser.Parser):
     win_h = tf.minimum(h, w / aspect)
     win_w = win_h * aspect
     if training:
-      scale = tf.random.uniform([], self._crop_scale[0], self._crop_scale[1],
-                                seed=self._seed)
+      u = tf.random.stateless_uniform([3], seed=example_seeds.fold(seed, 0))
+      lo, hi = self._crop_scale
+      scale = lo + (hi - lo) * u[0]
       win_h *= scale
       win_w *= scale
     win_h = tf.clip_by_value(tf.round(win_h), 1.0, h)
     win_w = tf.clip_by_value(tf.round(win_w), 1.0, w)
     if training:
-      y0 = tf.floor(tf.random.uniform([], seed=self._seed) * (h - win_h + 1))
-      x0 = tf.floor(tf.random.uniform([], seed=self._seed) * (w - win_w + 1))
+      y0 = tf.floor(u[1] * (h - win_h + 1))
+      x0 = tf.floor(u[2] * (w - win_w + 1))
     else:
       y0 = tf.floor((h - win_h) / 2)
       x0 = tf.floor((w - win_w) / 2)
     return tf.cast(tf.stack([y0, x0, win_h, win_w]), tf.int32)
 
-  def _jitter(self, boxes):
+  def _jitter(self, boxes, seed):
     hw = tf.concat([boxes[:, 2:] - boxes[:, :2]] * 2, axis=-1)
-    noise = tf.random.uniform(tf.shape(boxes), -self._box_jitter,
-                              self._box_jitter, seed=self._seed)
+    noise = tf.random.stateless_uniform(
+        tf.shape(boxes), example_seeds.fold(seed, 1), -self._box_jitter,
+        self._box_jitter)
     boxes = tf.clip_by_value(boxes + noise * hw, 0.0, 1.0)
     return tf.concat([tf.minimum(boxes[:, :2], boxes[:, 2:]),
                       tf.maximum(boxes[:, :2], boxes[:, 2:])], axis=-1)
 
+  def _example_seed(self, decoded):
+    seed = decoded.get(example_seeds.SEED_KEY)
+    if seed is None:
+      seed = tf.random.uniform([2], maxval=2**62, dtype=tf.int64,
+                               seed=self._seed)
+    return tf.cast(seed, tf.int64)
+
   def _parse(self, decoded, training):
+    seed = self._example_seed(decoded) if training else None
     frames = self._frames(decoded)
     boxes, scores, labels = self._select_boxes(decoded)
     original = boxes
     shape = tf.shape(frames)
     height, width = shape[1], shape[2]
     if training and self._box_jitter > 0:
-      boxes = self._jitter(boxes)
+      boxes = self._jitter(boxes, seed)
     if training or self._center_crop:
-      y0, x0, ch, cw = tf.unstack(self._crop_window(height, width, training))
+      y0, x0, ch, cw = tf.unstack(
+          self._crop_window(height, width, training, seed))
       frames = frames[:, y0:y0 + ch, x0:x0 + cw, :]
       # Box coordinates of the crop window, from the integer pixel window.
       hf = tf.cast(height, tf.float32)
@@ -268,7 +287,8 @@ class Parser(parser.Parser):
                             antialias=True)
     image = tf.clip_by_value(image / 255.0, 0.0, 1.0)
     if training and self._random_flip:
-      flip = tf.random.uniform([], seed=self._seed) < 0.5
+      flip = tf.random.stateless_uniform(
+          [], seed=example_seeds.fold(seed, 2)) < 0.5
       image = tf.cond(flip, lambda: tf.reverse(image, axis=[2]),
                       lambda: image)
       boxes = tf.cond(flip, lambda: flip_boxes_left_right(boxes),

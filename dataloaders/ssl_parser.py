@@ -19,6 +19,7 @@ from absl import logging
 import tensorflow as tf
 
 from dataloaders import augment
+from dataloaders import example_seeds
 from dataloaders import region_sources
 from dataloaders import video_records
 
@@ -361,9 +362,8 @@ def build_ssl_dataset(file_pattern: str,
     batch_size = input_context.get_per_replica_batch_size(global_batch_size)
     num_pipelines = input_context.num_input_pipelines
     pipeline_id = input_context.input_pipeline_id
-  if seed is None and is_training:
-    seed = int(tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64))
-  base_seed = (seed or 0) + 1000003 * pipeline_id
+  base_seed = example_seeds.pipeline_base_seed(seed, pipeline_id,
+                                               is_training)
 
   shard_files = len(files) >= num_pipelines
   ds = tf.data.Dataset.from_tensor_slices(files)
@@ -384,11 +384,8 @@ def build_ssl_dataset(file_pattern: str,
     ds = ds.shuffle(shuffle_buffer_size, seed=base_seed,
                     reshuffle_each_iteration=True)
     ds = ds.repeat()
-    seeds = tf.data.Dataset.random(seed=base_seed).batch(2)
-  else:
-    seeds = tf.data.Dataset.counter().map(
-        lambda i: tf.stack([tf.constant(base_seed, tf.int64), i]))
-  ds = tf.data.Dataset.zip((ds, seeds))
+  ds = tf.data.Dataset.zip(
+      (ds, example_seeds.example_seeds(base_seed, is_training)))
   if skip_examples:
     logging.info('build_ssl_dataset: skipping %d records of %s (resume)',
                  skip_examples, file_pattern)

@@ -272,24 +272,13 @@ def format_overrides(overrides: Mapping[str, Any]) -> str:
   return ','.join(parts)
 
 
-# Stages run with `train.py --deterministic` (TensorFlow op determinism).
-# The AVA parser draws its crops, jitter and flips with seeded stateful ops
-# inside a parallel map, so without it two runs of one seed differ (random
-# init, seed 2: 24.3 vs 27.5 mAP; with it 22.5 both times; README). The
-# pretraining and tracking runs are reproducible without it; the probe's
-# Model Garden video parser passes no seed to its crop op, which op
-# determinism refuses, so the probe stays as it is.
-DETERMINISTIC_STAGES = (AVA,)
-
-
 def _train_argv(experiment: str, model_dir: str, overrides, seed: int,
-                python: str, deterministic: bool = False) -> List[str]:
-  argv = [python, os.path.join(REPO_ROOT, 'train.py'),
+                python: str) -> List[str]:
+  return [python, os.path.join(REPO_ROOT, 'train.py'),
           f'--experiment={experiment}', '--mode=train_and_eval',
           f'--model_dir={model_dir}',
           f'--params_override={format_overrides(overrides)}',
           f'--seed={seed}']
-  return argv + ['--deterministic'] if deterministic else argv
 
 
 def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
@@ -305,8 +294,7 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
       name = f'seed{seed}/{stage}/{backbone}'
       model_dir = model_dir or os.path.join(root, f'{stage}_{backbone}')
       if argv is None:
-        argv = _train_argv(experiment, model_dir, overrides, seed, python,
-                           deterministic=stage in DETERMINISTIC_STAGES)
+        argv = _train_argv(experiment, model_dir, overrides, seed, python)
       return RunSpec(name=name, stage=stage, backbone=backbone, seed=seed,
                      experiment=experiment, overrides=dict(overrides),
                      model_dir=model_dir, argv=argv,

@@ -9,9 +9,10 @@ backbone and runs it in inference mode in every step.
 Inputs are Model Garden video TFRecords (`input_path`), a TFDS video dataset
 (`tfds_name`, e.g. `ucf101`) or the labelled toy world (`toy_world_split`);
 decoding and clip sampling are Model Garden's (`video_input.Decoder` /
-`VideoTfdsDecoder`, `video_input.Parser`). Each decoded record's label is
-checked against `num_classes` with the record's `clip/id` (else its file)
-in the error.
+`VideoTfdsDecoder`, and `video_input.Parser` through `dataloaders.
+video_parser`, which draws the training augmentations from per-example
+stateless seeds). Each decoded record's label is checked against
+`num_classes` with the record's `clip/id` (else its file) in the error.
 
 Evaluation feeds `num_test_clips * num_test_crops` views per video and
 reports clip- and video-level top-1 / top-5 (`tasks.evaluation.
@@ -31,7 +32,9 @@ from official.vision.dataloaders import video_input
 from official.vision.modeling.backbones import factory as backbone_factory
 
 from configs import video_classification as exp_cfg
+from dataloaders import example_seeds
 from dataloaders import toy_world
+from dataloaders import video_parser
 from dataloaders import video_records
 from modeling import classification_model
 from modeling.backbones import branch_loading
@@ -283,13 +286,15 @@ class VideoClassificationTask(base_task.Task):
     if pattern:
       params = params.replace(input_path=pattern)
     decoder = self.build_decoder(params)
-    parser = video_input.Parser(
+    parser = video_parser.Parser(
         input_params=params, image_key=params.image_field_key,
         label_key=params.label_field_key)
     reader = input_reader.InputReader(
         params,
         dataset_fn=tagged_tfrecord_dataset,
         decoder_fn=decoder.decode,
+        sample_fn=(example_seeds.attach_example_seeds(
+            params.seed, True, input_context) if params.is_training else None),
         parser_fn=parser.parse_fn(params.is_training),
         postprocess_fn=video_input.PostBatchProcessor(params))
     return reader.read(input_context=input_context)

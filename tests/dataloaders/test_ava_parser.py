@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from dataloaders import ava_parser
+from dataloaders import example_seeds
 from dataloaders.converters import ava as ava_converter
 
 
@@ -174,3 +175,22 @@ def test_in_tf_data_pipeline():
   assert batch['image'].shape == (2, 2, 8, 8, 3)
   assert batch['labels'].shape == (2, 4, 80)
   assert batch['box_mask'].shape == (2, 4)
+
+
+def test_training_draws_come_from_the_example_seed():
+  decoded = ava_parser.Decoder().decode(tf.constant(_record(16, 16)))
+  parser = ava_parser.Parser(num_frames=1, crop_size=8, max_boxes=2,
+                             num_classes=80, is_training=True, box_jitter=0.1,
+                             train_crop_scale=(0.5, 1.0))
+
+  def parse(seed):
+    seeded = dict(decoded, **{example_seeds.SEED_KEY: tf.constant(
+        seed, tf.int64)})
+    out = parser(seeded)
+    return np.concatenate([out['image'].numpy().ravel(),
+                           out['boxes'].numpy().ravel()])
+
+  first = parse([5, 9])
+  np.testing.assert_array_equal(parse([5, 9]), first)
+  others = [parse([5, k]) for k in range(10, 14)]
+  assert all(np.abs(o - first).max() > 1e-3 for o in others)
