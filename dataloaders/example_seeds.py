@@ -9,8 +9,11 @@ point whose order is deterministic, and the parsers draw everything with
 fixes every augmentation, however many threads parse.
 
 Training seeds come from `tf.data.Dataset.random` placed after the repeat, so
-each epoch draws new augmentations. Evaluation seeds are (base, position),
-the same at every evaluation.
+each epoch draws new augmentations (except where the parsed examples are
+cached: Model Garden's `InputReader` with `cache=True` caches after the
+parse and repeats the cache, so every epoch sees the first epoch's draws, as
+without these seeds). Evaluation seeds are (base, position), the same at
+every evaluation.
 """
 from typing import Callable, Optional
 
@@ -59,6 +62,8 @@ def attach_example_seeds(
 
   Made for Model Garden's `InputReader(sample_fn=...)`, which applies it
   after the (ordered) shuffle and decode and before the parallel parse.
+  Every tf.data service worker of one job builds the same pipeline, so all
+  draw the same seed stream (on different records).
 
   Args:
     seed: see `pipeline_base_seed`.

@@ -1,7 +1,7 @@
 """Model Garden's video classification parser with per-example seeds.
 
 `official.vision.dataloaders.video_input.Parser` draws its training clip
-offset, crop and flip with stateful random ops, most without a seed, inside
+offset, crop and flip with stateful random ops, all without a seed, inside
 the reader's parallel map: two runs of one seed get different augmentations,
 and `enable_op_determinism` rejects the unseeded crop op. This subclass keeps
 Model Garden's evaluation path and its training distribution (clip offset
@@ -83,7 +83,7 @@ class Parser(video_input.Parser):
                           or self._augmenter is not None
                           or self._output_audio)
     if input_params.is_training and not self._seedable:
-      logging.info('video_parser: random_stride_range, aug_random_rotation, '
+      logging.warning('video_parser: random_stride_range, aug_random_rotation, '
                    'aug_type or audio is set: training draws use Model '
                    "Garden's stateful ops (not reproducible per seed)")
 

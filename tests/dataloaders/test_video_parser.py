@@ -85,10 +85,43 @@ def test_same_seed_same_clip_other_seeds_other_clips():
   assert all(np.abs(parse([4, k]) - first).max() > 0.05 for k in range(5, 9))
 
 
-def test_without_a_seed_model_gardens_path_still_parses():
+def test_without_a_seed_model_gardens_path_parses_the_same_clip():
   _, encoded = _frames()
-  parser = video_parser.Parser(_params())
-  features, _ = parser.parse_fn(True)(
-      {video_input.IMAGE_KEY: encoded,
-       video_input.LABEL_KEY: tf.constant(0, tf.int64)})
-  assert features['image'].shape == (4, 16, 16, 3)
+  params = _params(aug_min_area_ratio=1.0, aug_max_area_ratio=1.0,
+                   aug_min_aspect_ratio=4 / 3, aug_max_aspect_ratio=4 / 3)
+  decoded = {video_input.IMAGE_KEY: encoded,
+             video_input.LABEL_KEY: tf.constant(0, tf.int64)}
+  reference, _ = video_input.Parser(params)._parse_train_data(decoded)  # pylint: disable=protected-access
+  reference = reference['image'].numpy()
+  features, _ = video_parser.Parser(params).parse_fn(True)(decoded)
+  image = features['image'].numpy()
+  assert (np.array_equal(image, reference)
+          or np.array_equal(image, reference[:, :, ::-1]))
+
+
+def test_crop_aspect_is_scaled_by_the_output_aspect_and_area_in_range():
+  # Frames whose red channel is the row and green the column (uint8, as a
+  # TFDS decoder gives them): the corners of the resized clip give back the
+  # crop window. Aspect range (1, 1) on a 16x24 output must give crops of
+  # aspect 1.5 in pixels (Model Garden scales the range by out_w / out_h).
+  height, width = 120, 160
+  yy, xx = np.meshgrid(np.arange(height), np.arange(width), indexing='ij')
+  frame = np.stack([yy, xx, np.zeros_like(yy)], -1).astype(np.uint8)
+  frames = tf.constant(np.repeat(frame[None], 4, axis=0))
+  params = _params(feature_shape=(4, 16, 24, 3), aug_min_area_ratio=0.3,
+                   aug_max_area_ratio=0.6, aug_min_aspect_ratio=1.0,
+                   aug_max_aspect_ratio=1.0)
+  parser = video_parser.Parser(params)
+  for seed in range(20):
+    features, _ = parser.parse_fn(True)(
+        {video_input.IMAGE_KEY: frames,
+         video_input.LABEL_KEY: tf.constant(0, tf.int64),
+         example_seeds.SEED_KEY: tf.constant([2, seed], tf.int64)})
+    image = np.round(features['image'].numpy()[0] * 255)
+    # Output pixel i samples input y0 + (i + 0.5) * h / 16 - 0.5 (bilinear,
+    # half-pixel centres), so the first and last rows are 15 h / 16 apart.
+    crop_h = (image[-1, 0, 0] - image[0, 0, 0]) * 16 / 15
+    crop_w = abs(image[0, -1, 1] - image[0, 0, 1]) * 24 / 23
+    assert abs(crop_w / crop_h - 1.5) < 0.1, (seed, crop_h, crop_w)
+    assert 0.27 < crop_h * crop_w / (height * width) < 0.63, (seed, crop_h,
+                                                                crop_w)
