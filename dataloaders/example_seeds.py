@@ -57,7 +57,7 @@ def example_seeds(base_seed: int, is_training: bool) -> tf.data.Dataset:
 def attach_example_seeds(
     seed: Optional[int], is_training: bool,
     input_context: Optional[tf.distribute.InputContext] = None
-) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+) -> Optional[Callable[[tf.data.Dataset], tf.data.Dataset]]:
   """A `Dataset.apply` function adding `SEED_KEY` to each decoded dict.
 
   Made for Model Garden's `InputReader(sample_fn=...)`, which applies it
@@ -67,12 +67,15 @@ def attach_example_seeds(
 
   Args:
     seed: see `pipeline_base_seed`.
-    is_training: see `example_seeds`.
+    is_training: evaluation parsers draw nothing, so for them this returns
+      None (no `sample_fn`).
     input_context: the `tf.distribute.InputContext` of this pipeline.
 
   Returns:
-    fn(dataset of dicts) -> dataset of dicts with `SEED_KEY`.
+    fn(dataset of dicts) -> dataset of dicts with `SEED_KEY`, or None.
   """
+  if not is_training:
+    return None
   pipeline_id = input_context.input_pipeline_id if input_context else 0
   base = pipeline_base_seed(seed, pipeline_id, is_training)
 

@@ -34,8 +34,8 @@ from official.vision.modeling import factory_3d
 
 from configs import action_localization as exp_cfg
 from dataloaders import ava_parser
-from dataloaders import example_seeds
 from dataloaders import cache
+from dataloaders import example_seeds
 from dataloaders import toy_world
 from dataloaders.converters import ava as ava_converter
 from modeling import action_localization_model  # pylint: disable=unused-import
@@ -304,8 +304,8 @@ class ActionLocalizationTask(base_task.Task):
         params=params.replace(input_path=pattern),
         dataset_fn=tf.data.TFRecordDataset,
         decoder_fn=ava_parser.Decoder().decode,
-        sample_fn=(example_seeds.attach_example_seeds(
-            params.seed, True, input_context) if params.is_training else None),
+        sample_fn=example_seeds.attach_example_seeds(
+            params.seed, params.is_training, input_context),
         parser_fn=parser.parse_fn(params.is_training),
         postprocess_fn=postprocess)
     return reader.read(input_context=input_context)

@@ -293,8 +293,8 @@ class VideoClassificationTask(base_task.Task):
         params,
         dataset_fn=tagged_tfrecord_dataset,
         decoder_fn=decoder.decode,
-        sample_fn=(example_seeds.attach_example_seeds(
-            params.seed, True, input_context) if params.is_training else None),
+        sample_fn=example_seeds.attach_example_seeds(
+            params.seed, params.is_training, input_context),
         parser_fn=parser.parse_fn(params.is_training),
         postprocess_fn=video_input.PostBatchProcessor(params))
     return reader.read(input_context=input_context)

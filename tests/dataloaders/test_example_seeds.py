@@ -59,3 +59,7 @@ def test_fold_gives_independent_seeds():
   np.testing.assert_array_equal(
       example_seeds.fold(seed, 3),
       tf.random.experimental.stateless_fold_in(seed, 3))
+
+
+def test_evaluation_pipelines_get_no_sample_fn():
+  assert example_seeds.attach_example_seeds(11, False) is None

@@ -409,19 +409,20 @@ def test_white_objects_in_tracking_and_ava_worlds():
       230, 230, 230)
 
 
-def test_world_knobs_are_validated():
-  with pytest.raises(ValueError, match="fillers must be still or non_key, "
-                     "got 'x'"):
-    tw.ToyWorldSpec(fillers='x').validate()
-  with pytest.raises(ValueError, match="background must be random or flat, "
-                     "got 'x'"):
-    tw.ToyWorldSpec(background='x').validate()
-  with pytest.raises(ValueError, match="object_colors must be random or "
-                     "white, got 'grey'"):
-    tw.ToyWorldSpec(object_colors='grey').validate()
-  with pytest.raises(ValueError, match="clip_class must be pairs or shape, "
-                     "got 'motion'"):
-    tw.ToyWorldSpec(clip_class='motion').validate()
+@pytest.mark.parametrize('field, value, message', [
+    ('fillers', 'x', "fillers must be still or non_key, got 'x'"),
+    ('background', 'x', "background must be random or flat, got 'x'"),
+    ('object_colors', 'grey', "object_colors must be random or white, got "
+     "'grey'"),
+    ('clip_class', 'motion', "clip_class must be pairs or shape, got "
+     "'motion'"),
+])
+def test_world_choice_fields_are_validated(field, value, message):
+  with pytest.raises(ValueError, match=message):
+    tw.ToyWorldSpec(**{field: value}).validate()
+
+
+def test_unknown_world_name_is_rejected():
   with pytest.raises(ValueError, match=r"unknown toy world 'k400'; known: "
                      r"\['pairs', 'shapes'\]"):
     tw.named_world('k400')
