@@ -36,6 +36,7 @@ from configs import const_cl
 
 FEATURE_ENDPOINTS = ('5r', '5g', '4')
 TOY_SPLITS = ('', 'train', 'validation')
+TOY_FILLERS = ('still', 'non_key')  # ToyAvaWorld.fillers
 
 AVA_NUM_CLASSES = 80
 # Number of action classes of the toy world (dataloaders/toy_world.py).
@@ -90,6 +91,12 @@ class ToyAvaWorld(hyperparams.Config):
   clip_num_frames: int = 8  # frames stored per key frame (>= feature_shape[0])
   clip_stride: int = 2  # in frames of the toy world's 8 fps
   short_side: int = 64
+  # How the objects other than the two key actors move (ToyWorldSpec.fillers).
+  # 'still' (the pretraining world's): they stand still, so a moving object's
+  # trajectory action follows from its shape (a moving disc orbits) and the
+  # head must tell which boxes move. 'non_key': any shape takes any motion, so
+  # the trajectory action must be read from the motion itself.
+  fillers: str = 'still'  # still | non_key
   cache_dir: str = ''  # '' -> dataloaders.toy_world.default_cache_root()
 
 
@@ -201,6 +208,9 @@ def validate_task(task: ActionLocalizationTask) -> None:
         f'task.validation_data.feature_shape '
         f'{task.validation_data.feature_shape} must agree: the learned '
         'position encodings are sized by the feature map')
+  if task.toy_world.fillers not in TOY_FILLERS:
+    raise ValueError(f'task.toy_world.fillers must be one of {TOY_FILLERS}, '
+                     f'got {task.toy_world.fillers!r}')
   if task.toy_world.num_train_videos < 1 or (
       task.toy_world.num_validation_videos < 1):
     raise ValueError(f'task.toy_world needs >= 1 video per split, got '

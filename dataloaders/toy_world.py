@@ -42,8 +42,13 @@ straight, 3 orbit, 4 bounce, 5 zigzag, 6 jitter) plus optional modifiers
 (7 pulse: the size oscillates; 8 spin: the object rotates, only for shapes
 where rotation is visible). An AVA-style head must read them from each box's
 own motion, at key frames (AVA timestamp t, in integer seconds, is frame
-t * fps). AVA videos use `fillers='non_key'`, so every shape takes every
-motion and the action cannot be read from the shape.
+t * fps). The AVA experiments (`task.toy_world.fillers`) default to the
+pretraining world's `fillers='still'`: the fillers stand still (about 40 % of
+the boxes are "stand still") and each key actor moves with its shape's
+motion, so the head must tell which boxes move, and a moving box's
+trajectory action then follows from its shape. With `fillers='non_key'`
+every shape takes every motion and the trajectory action can only be read
+from the motion itself.
 
 TRACKING sequences follow a target object past DISTRACTORS (default 2) of the
 same shape, a close colour (each channel within +-30) and a similar size,
@@ -1113,15 +1118,15 @@ def write_ava_dataset(output_dir: str, num_videos: int, seed: int = 0,
     num_videos: number of videos.
     seed: dataset seed (video i uses `derive_seed(seed, 'ava_' + split, i)`;
       its class is i % num_classes(spec)).
-    spec: the world spec; default ToyWorldSpec(num_frames=80,
-      fillers='non_key'), i.e. 10 s videos where any shape takes any motion.
+    spec: the world spec; default ToyWorldSpec(num_frames=80), i.e. 10 s
+      videos with the AVA experiments' default `fillers='still'`.
     split: split name used in the file names.
 
   Returns:
     dict with keys `videos_dir`, `annotations`, `detections`, `excluded`,
     `label_map`.
   """
-  spec = spec or ToyWorldSpec(num_frames=80, fillers='non_key')
+  spec = spec or ToyWorldSpec(num_frames=80)
   spec.validate()
   key_times = ava_key_frames(spec)
   if not key_times:

@@ -88,7 +88,7 @@ def ensure_toy_ava_dataset(toy: exp_cfg.ToyAvaWorld) -> Dict[str, str]:
     `<split>_detections`, `<split>_exclusions`, `<split>_videos`, `labelmap`
     and `dir`.
   """
-  spec = toy_world.ToyWorldSpec(num_frames=80)
+  spec = toy_world.ToyWorldSpec(num_frames=80, fillers=toy.fillers)
   settings = {'toy': toy.as_dict(), 'spec': dataclasses.asdict(spec),
               'world_version': toy_world.TOY_WORLD_VERSION,
               'version': _TOY_AVA_VERSION}

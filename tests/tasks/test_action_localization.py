@@ -13,6 +13,7 @@ from official.core import exp_factory
 from official.modeling import hyperparams
 
 from configs import action_localization as al_cfg
+from dataloaders import toy_world
 from tasks import action_localization
 from tasks.evaluation import ava as ava_eval
 
@@ -68,6 +69,10 @@ def test_validate_names_the_bad_field():
   config = exp_factory.get_exp_config('const_cl_ava_toy')
   config.task.train_data.use_detections = True
   with pytest.raises(ValueError, match='use_detections'):
+    config.validate()
+  config = exp_factory.get_exp_config('const_cl_ava_toy')
+  config.task.toy_world.fillers = 'moving'
+  with pytest.raises(ValueError, match=r'toy_world\.fillers'):
     config.validate()
 
 
@@ -187,6 +192,42 @@ def test_toy_dataset_is_converted_once_and_parsed(tmp_path):
   assert batch['labels'].shape == (2, 8, 8)
   scores = batch['box_scores'].numpy()[batch['box_mask'].numpy() > 0]
   assert scores.min() >= 0.5  # detection_score_threshold
+
+
+@pytest.mark.parametrize('fillers', ['still', 'non_key'])
+def test_toy_dataset_labels_follow_the_fillers_setting(tmp_path, fillers):
+  # Every annotated box carries the actions of its object as the toy world
+  # renders it with `task.toy_world.fillers`: 'still' fillers are labelled
+  # "stand still" and every moving object is a key actor, whose trajectory
+  # action is its shape's; 'non_key' fillers move too.
+  toy = al_cfg.ToyAvaWorld(num_train_videos=2, num_validation_videos=1,
+                           fillers=fillers, cache_dir=str(tmp_path))
+  paths = action_localization.ensure_toy_ava_dataset(toy)
+  with open(paths['train_groundtruth']) as f:
+    rows = list(csv.reader(f))
+  got = {}
+  for vid, ts, *_, action, pid in rows:
+    got.setdefault((vid, int(ts), int(pid)), []).append(int(action))
+  spec = toy_world.ToyWorldSpec(num_frames=80, fillers=fillers)
+  # The key actors' trajectory action ids: disc orbits (3), square bounces
+  # (4), triangle zigzags (5), ring moves straight (2), cross jitters (6).
+  key_action = {'disc': 3, 'square': 4, 'triangle': 5, 'ring': 2, 'cross': 6}
+  want, moving_fillers = {}, 0
+  for i in range(2):
+    video = toy_world.render_video(
+        toy_world.derive_seed(toy.seed, 'ava_train', i), spec,
+        label=i % toy_world.num_classes(spec))
+    for obj in video.objects:
+      trajectory = min(obj.actions)  # 1-6; the modifiers are 7 and 8
+      moving_fillers += int(trajectory not in (1, key_action[obj.shape]))
+      for ts in toy_world.ava_key_frames(spec):
+        if obj.visible[ts * spec.fps]:
+          want[(f'toy_train_{i:06d}', ts, obj.track_id)] = obj.actions
+  excluded = {(r[0], int(r[1])) for r in csv.reader(
+      open(paths['train_exclusions']))}
+  want = {k: v for k, v in want.items() if k[:2] not in excluded}
+  assert {k: sorted(v) for k, v in got.items()} == want
+  assert (moving_fillers == 0) == (fillers == 'still')
 
 
 def test_training_batches_are_reproducible_per_data_seed(tmp_path):
