@@ -43,7 +43,7 @@ straight, 3 orbit, 4 bounce, 5 zigzag, 6 jitter) plus optional modifiers
 where rotation is visible). An AVA-style head must read them from each box's
 own motion, at key frames (AVA timestamp t, in integer seconds, is frame
 t * fps). The AVA experiments (`task.toy_world.fillers`) default to the
-pretraining world's `fillers='still'`: the fillers stand still (about 40 % of
+pretraining world's `fillers='still'`: the fillers stand still (42-44 % of
 the boxes are "stand still") and each key actor moves with its shape's
 motion, so the head must tell which boxes move, and a moving box's
 trajectory action then follows from its shape. With `fillers='non_key'`
