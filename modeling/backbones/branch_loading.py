@@ -16,12 +16,18 @@ layer by layer. Everything is checked: a missing path, a checkpoint without a
 backbone, a backbone of neither kind, a variable of the target left
 unrestored or a shape mismatch each raise a `ValueError` naming the path and
 what was expected.
+
+`reset_stages` (with `stage_layers`) puts chosen stages of a backbone back to
+a fresh initialization, for experiments on which pretrained stages a
+downstream task uses (`tools/reset_backbone_stages.py`).
 """
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from absl import logging
 import tensorflow as tf
 import tf_keras
+
+from modeling.layers import blocks_3d
 
 BRANCH_ENDPOINTS = {'res5g': '5g', 'res5r': '5r'}
 _VALUE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
@@ -271,3 +277,96 @@ def weights_by_part(backbone: tf_keras.Model, endpoints: Sequence[str]
     out['trunk'] = [w for l in trunk for w in layer_variables(l)]
     out[endpoint] = [w for l in branch for w in layer_variables(l)]
   return out
+
+
+# Stages of a ResNet3DY backbone, input to output (`stage_layers`).
+STAGES = ('stem', 'res2', 'res3', 'res4', 'res5g', 'res5r')
+
+
+def stage_layers(backbone: tf_keras.Model
+                 ) -> Dict[str, List[tf_keras.layers.Layer]]:
+  """{stage: its layers with weights}, for the stages of `STAGES` it has.
+
+  Found from the endpoints '2', '3', '4', '5g' and '5r', so the split holds
+  for any block_repeats; the stem is the part of the walk to res2 that is
+  not a residual block. A backbone without a duplicated res5 ('5r' is '5g')
+  has no `res5r` stage.
+
+  Args:
+    backbone: A `ResNet3DY` (functional, endpoints '2'..'5r').
+
+  Returns:
+    The layers per stage, each list in `backbone.layers` order.
+
+  Raises:
+    ValueError: if an endpoint is missing.
+  """
+  outputs = backbone.output
+  missing = [k for k in ('2', '3', '4', '5g', '5r') if k not in outputs]
+  if missing:
+    raise ValueError(f'stage_layers needs a ResNet3DY backbone with endpoints '
+                     f"'2', '3', '4', '5g', '5r'; missing {missing} (it has "
+                     f'{sorted(outputs)})')
+  to_res2 = layers_between(backbone, outputs['2'], [])
+  # The residual blocks of res2 hang off the stem's max pool; every layer
+  # with weights before them (stem conv and its BN) is the stem.
+  blocks = [l for l in to_res2
+            if isinstance(l, blocks_3d.DilatedBottleneckBlock3D)]
+  out = {'stem': [l for l in to_res2 if l not in blocks], 'res2': blocks}
+  for stage, end, start in (('res3', '3', '2'), ('res4', '4', '3'),
+                            ('res5g', '5g', '4'), ('res5r', '5r', '4')):
+    if stage == 'res5r' and outputs['5r'] is outputs['5g']:
+      continue
+    out[stage] = layers_between(backbone, outputs[end], [outputs[start]])
+  return out
+
+
+def reset_stages(target: tf_keras.Model, fresh: tf_keras.Model,
+                 stages: Sequence[str]) -> Dict[str, int]:
+  """Copies `fresh`'s variables of `stages` into `target`, layer by layer.
+
+  With `fresh` a newly initialized backbone of the same config, this puts
+  those stages of a pretrained `target` back to a random initialization
+  (e.g. to see which pretrained stages help or hinder a downstream task);
+  the other stages keep their pretrained values.
+
+  Args:
+    target: Backbone to modify (variables created).
+    fresh: Backbone built from the same config (variables created).
+    stages: Names from `STAGES`.
+
+  Returns:
+    {stage: number of variables reset}.
+
+  Raises:
+    ValueError: for an unknown stage, a stage the backbones do not have, or
+      layers / shapes that differ between the two.
+  """
+  unknown = [s for s in stages if s not in STAGES]
+  if unknown or not stages:
+    raise ValueError(f'reset_stages: stages must be a non-empty subset of '
+                     f'{STAGES}, got {list(stages)}')
+  target_stages, fresh_stages = stage_layers(target), stage_layers(fresh)
+  counts = {}
+  for stage in stages:
+    if stage not in target_stages or stage not in fresh_stages:
+      raise ValueError(f'reset_stages: the backbone has no stage {stage!r} '
+                       f'(it has {sorted(target_stages)}; res5r needs '
+                       'duplicate_res5=True)')
+    pairs = list(zip(target_stages[stage], fresh_stages[stage]))
+    if len(target_stages[stage]) != len(fresh_stages[stage]):
+      raise ValueError(f'reset_stages: {stage} has {len(target_stages[stage])}'
+                       f' layers with weights in the target and '
+                       f'{len(fresh_stages[stage])} in the fresh backbone')
+    counts[stage] = 0
+    for tgt, src in pairs:
+      tgt_w, src_w = layer_variables(tgt), layer_variables(src)
+      if [w.shape for w in tgt_w] != [w.shape for w in src_w]:
+        raise ValueError(
+            f'reset_stages: {stage} layer {tgt.name} '
+            f'{[tuple(w.shape) for w in tgt_w]} does not match the fresh '
+            f'layer {src.name} {[tuple(w.shape) for w in src_w]}')
+      for t, s in zip(tgt_w, src_w):
+        t.assign(s)
+        counts[stage] += 1
+  return counts

@@ -129,3 +129,46 @@ def test_backbone_of_another_size_is_rejected(tmp_path, nets, build):
   path = _save_like_trainer(other, tmp_path)
   with pytest.raises(ValueError, match=f'{path}.*Y backbone.*shape'):
     branch_loading.load_backbone_branch(path, nets['single'], build)
+
+
+def test_stage_layers_split_the_backbone_by_stage(nets):
+  y = nets['temp_y']
+  stages = branch_loading.stage_layers(y)
+  assert tuple(stages) == branch_loading.STAGES
+  # Tiny backbone: one bottleneck block per stage (4 convs + 4 BNs = 20
+  # variables), a stem of conv + BN (kernel + 4 BN variables).
+  counts = {s: sum(len(branch_loading.layer_variables(l)) for l in ls)
+            for s, ls in stages.items()}
+  assert counts == {'stem': 5, 'res2': 20, 'res3': 20, 'res4': 20,
+                    'res5g': 20, 'res5r': 20}
+  assert sum(counts.values()) == len(y.weights)
+  ids = [id(l) for ls in stages.values() for l in ls]
+  assert len(ids) == len(set(ids))
+  assert 'res5r' not in branch_loading.stage_layers(nets['single'])
+
+
+def test_reset_stages_resets_exactly_the_chosen_stages(nets):
+  target, fresh = nets['temp_y'], nets['source_y']
+  _randomize(target, 5)
+  _randomize(fresh, 6)
+  before = _values(target.weights)
+  counts = branch_loading.reset_stages(target, fresh, ['stem', 'res4'])
+  assert counts == {'stem': 5, 'res4': 20}
+  reset_ids = {id(w) for s in ('stem', 'res4')
+               for l in branch_loading.stage_layers(target)[s]
+               for w in branch_loading.layer_variables(l)}
+  fresh_values = {id(t): f.numpy() for t, f in zip(target.weights,
+                                                   fresh.weights)}
+  assert len(reset_ids) == 25
+  for w, old in zip(target.weights, before):
+    if id(w) in reset_ids:
+      np.testing.assert_array_equal(w.numpy(), fresh_values[id(w)])
+    else:
+      np.testing.assert_array_equal(w.numpy(), old)
+
+
+def test_reset_stages_names_a_bad_stage(nets):
+  with pytest.raises(ValueError, match=r"subset of .*'res5r'.*\['res6'\]"):
+    branch_loading.reset_stages(nets['temp_y'], nets['source_y'], ['res6'])
+  with pytest.raises(ValueError, match="no stage 'res5r'"):
+    branch_loading.reset_stages(nets['single'], nets['single'], ['res5r'])
