@@ -61,9 +61,12 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'--reset: unknown stages {unknown}; choose from '
                          f'{branch_loading.STAGES}')
+  # Resolved once, before the (slow) model build, and reported as read.
+  source = branch_loading.resolve_checkpoint_path(_CHECKPOINT.value,
+                                                  '--checkpoint')
   params = features_lib.load_experiment_config(
       _EXPERIMENT.value, _CONFIG_FILE.value or (), _PARAMS_OVERRIDE.value)
-  model = features_lib.load_pretrained_model(params, _CHECKPOINT.value,
+  model = features_lib.load_pretrained_model(params, source,
                                              _EXPERIMENT.value)
   tf_keras.utils.set_random_seed(_SEED.value)
   fresh = features_lib.build_pretrain_model(params)
@@ -74,8 +77,6 @@ def main(argv):
       tf.train.Checkpoint(backbone=model.backbone), _OUTPUT_DIR.value,
       max_to_keep=1)
   path = manager.save(checkpoint_number=0)
-  source = branch_loading.resolve_checkpoint_path(_CHECKPOINT.value,
-                                                  '--checkpoint')
   report = {'source': source, 'experiment': _EXPERIMENT.value,
             'stages': list(_RESET.value), 'seed': _SEED.value,
             'variables_reset': counts, 'checkpoint': path}

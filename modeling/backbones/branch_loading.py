@@ -353,13 +353,12 @@ def reset_stages(target: tf_keras.Model, fresh: tf_keras.Model,
       raise ValueError(f'reset_stages: the backbone has no stage {stage!r} '
                        f'(it has {sorted(target_stages)}; res5r needs '
                        'duplicate_res5=True)')
-    pairs = list(zip(target_stages[stage], fresh_stages[stage]))
     if len(target_stages[stage]) != len(fresh_stages[stage]):
       raise ValueError(f'reset_stages: {stage} has {len(target_stages[stage])}'
                        f' layers with weights in the target and '
                        f'{len(fresh_stages[stage])} in the fresh backbone')
     counts[stage] = 0
-    for tgt, src in pairs:
+    for tgt, src in zip(target_stages[stage], fresh_stages[stage]):
       tgt_w, src_w = layer_variables(tgt), layer_variables(src)
       if [w.shape for w in tgt_w] != [w.shape for w in src_w]:
         raise ValueError(
