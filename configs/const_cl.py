@@ -20,6 +20,11 @@ REGION_FRAMES = ('center', 'random', 'nearest')
 LOSS_ENDPOINTS = ('y', 'c5', 'c4p')
 LOCAL_LOSSES = ('const_cl', 'region', 'dense', 'none')
 
+# The toy worlds `DataConfig.toy_world` may name
+# (`dataloaders.toy_world.WORLD_NAMES`; configs import no data code, and
+# tests/configs/test_experiments.py checks the two agree).
+TOY_WORLDS = ('pairs', 'shapes', 'plain')
+
 KINETICS400_TRAIN_EXAMPLES = 235693
 KINETICS400_VAL_EXAMPLES = 19877
 
@@ -34,6 +39,10 @@ class DataConfig(cfg.DataConfig):
   """
   input_path: str = ''
   toy_world_split: Optional[str] = ''  # '' | train | validation
+  # Which toy world (dataloaders.toy_world.WORLD_NAMES) `toy_world_split`
+  # reads: 'pairs' (the Kinetics stand-in) or 'plain' (the same scenes
+  # without colour: flat grey background, white objects).
+  toy_world: str = 'pairs'
   global_batch_size: int = 1024
   is_training: bool = True
   drop_remainder: bool = True
@@ -154,6 +163,9 @@ def validate_pretrain_task(task: ConstCLPretrainTask) -> None:
     if data.toy_world_split not in ('', None, 'train', 'validation'):
       raise ValueError(f'task.{data_name}.toy_world_split must be "", train '
                        f'or validation, got {data.toy_world_split!r}')
+    if data.toy_world not in TOY_WORLDS:
+      raise ValueError(f'task.{data_name}.toy_world must be one of '
+                       f'{sorted(TOY_WORLDS)}, got {data.toy_world!r}')
     if not 0 < data.min_box_size <= data.max_box_size <= 1:
       raise ValueError(f'task.{data_name}: need 0 < min_box_size '
                        f'({data.min_box_size}) <= max_box_size '

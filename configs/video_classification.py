@@ -52,6 +52,7 @@ HMDB51_SPLIT1_TEST_EXAMPLES = 1530
 TOY_WORLDS = {
     'pairs': {'num_classes': 10, 'train': 500, 'validation': 100},
     'shapes': {'num_classes': 5, 'train': 500, 'validation': 300},
+    'plain': {'num_classes': 10, 'train': 500, 'validation': 100},
 }
 TOY_NUM_CLASSES = TOY_WORLDS['pairs']['num_classes']
 

@@ -255,6 +255,13 @@ def _named_worlds() -> Dict[str, NamedWorld]:
       'shapes': NamedWorld(ToyWorldSpec(background='flat',
                                         object_colors='white',
                                         clip_class='shape'), 500, 300),
+      # The pairs world without colour: flat grey background, white objects.
+      # A pretraining world in which instance discrimination cannot be
+      # solved by a colour histogram (the shortcut strong colour jitter
+      # removes in the released recipe, which collapses at toy batch sizes):
+      # only shapes, sizes, places and motions tell videos and objects apart.
+      'plain': NamedWorld(ToyWorldSpec(background='flat',
+                                       object_colors='white'), 500, 100),
   }
 
 

@@ -9,6 +9,9 @@ import pytest
 from official.core import exp_factory
 from official.modeling import hyperparams
 
+from configs import const_cl as const_cl_cfg
+from dataloaders import toy_world
+from tasks import pretrain
 from tasks import registry_imports  # pylint: disable=unused-import
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -118,3 +121,40 @@ def test_toy_experiment_derives_from_the_kinetics_one():
           real.task.train_data.min_crop_area) == (1.0, 0.3)
   for data in (toy.task.train_data, toy.task.validation_data):
     assert (data.color_jitter_strength, data.min_crop_area) == (0.5, 0.6)
+
+
+def test_toy_world_names_match_the_toy_world():
+  # Configs restate the names (they import no data code).
+  assert sorted(const_cl_cfg.TOY_WORLDS) == sorted(toy_world.WORLD_NAMES)
+
+
+def test_unknown_toy_world_is_a_config_error():
+  config = exp_factory.get_exp_config('const_cl_pretrain_toy')
+  assert config.task.train_data.toy_world == 'pairs'
+  config.override({'task': {'validation_data': {'toy_world': 'colours'}}})
+  with pytest.raises(ValueError, match=r"validation_data.toy_world must be "
+                     r"one of \['pairs', 'plain', 'shapes'\], got 'colours'"):
+    config.validate()
+
+
+def test_toy_world_setting_picks_the_named_world(monkeypatch):
+  calls = []
+
+  def fake_ensure(**kwargs):
+    calls.append(kwargs)
+    return {'train': 'TRAIN', 'validation': 'VAL'}
+
+  monkeypatch.setattr(toy_world, 'ensure_toy_dataset', fake_ensure)
+  config = exp_factory.get_exp_config('const_cl_pretrain_toy')
+  data = config.task.validation_data
+  assert pretrain.resolve_input_pattern(data, 'validation_data') == 'VAL'
+  data.toy_world = 'plain'
+  assert pretrain.resolve_input_pattern(data, 'validation_data') == 'VAL'
+  pairs, plain = calls
+  # 'pairs' is what the pretraining has always read: the default world.
+  assert pairs == {'spec': toy_world.ToyWorldSpec(), 'num_train': 500,
+                   'num_val': 100}
+  assert plain['spec'] == toy_world.ToyWorldSpec(background='flat',
+                                                 object_colors='white')
+  assert plain['spec'].clip_class == 'pairs'
+  assert (plain['num_train'], plain['num_val']) == (500, 100)
