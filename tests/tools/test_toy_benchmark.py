@@ -208,6 +208,20 @@ def test_plan_runs(tmp_path):
   assert ava.overrides['task.model.feature_endpoint'] == '5g'
   assert 'task.model.feature_endpoint' not in by_name[
       'seed1/ava/const_cl'].overrides
+  # Every AVA run, whatever its start, has the dilated res4/res5 and the
+  # budget's toy AVA videos.
+  for backbone in tb.BACKBONES:
+    o = by_name[f'seed1/ava/{backbone}'].overrides
+    assert o['task.model.backbone.resnet_3d_y.dilate_res4_res5'] is True
+    assert (o['task.toy_world.num_train_videos'],
+            o['task.toy_world.num_validation_videos']) == (60, 20)
+  assert tb.ava_overrides(tb.Budget()) == {
+      'task.model.backbone.resnet_3d_y.dilate_res4_res5': True,
+      'task.toy_world.num_train_videos': 240,
+      'task.toy_world.num_validation_videos': 60}
+  assert tb.Budget().ava_steps == 600
+  assert not [k for r in runs if r.stage != tb.AVA for k in r.overrides
+              if 'dilate' in k or 'num_train_videos' in k]
   # Every run is reproducible per seed without op determinism (stateless
   # per-example seeds in all parsers), so no run pays for it.
   assert not [r.name for r in runs if '--deterministic' in r.argv]
@@ -312,7 +326,8 @@ def test_run_benchmark_with_stub_runner(tmp_path):
       'failures', 'missing_metrics', 'ok'}
   assert report['seeds'] == [0, 1] and report['quick'] is True
   assert report['budget'] == {'pretrain_steps': 10, 'linear_eval_steps': 10,
-                              'ava_steps': 10, 'tracking_steps': 10,
+                              'ava_steps': 10, 'ava_train_videos': 60,
+                              'ava_validation_videos': 20, 'tracking_steps': 10,
                               'tracking_eval_sequences': 4}
   run_keys = {'name', 'stage', 'backbone', 'seed', 'experiment', 'overrides',
               'argv', 'model_dir', 'status', 'returncode', 'duration_s',
