@@ -36,6 +36,10 @@ worlds"), and in the pretraining world's own colours and textures the
 contrastive features encode the background and colours first; the shapes
 world asks the transferred features for object shape alone.
 
+A third, `named_world('plain')`, is the pairs world without colour (flat grey
+background, white objects, the same classes): a pretraining world in which
+instance discrimination cannot be solved by colour.
+
 The per-object ACTIONS (AVA-style, 1-based ids, multi-label) are each object's
 own motion program: exactly one trajectory action (1 stand still, 2 move
 straight, 3 orbit, 4 bounce, 5 zigzag, 6 jitter) plus optional modifiers

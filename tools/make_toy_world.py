@@ -37,8 +37,9 @@ _KIND = flags.DEFINE_enum(
     'What to write.')
 _WORLD = flags.DEFINE_enum(
     'world', 'pairs', list(toy_world.WORLD_NAMES),
-    'Labelled world of the videos kind: pairs (the pretraining world) or '
-    'shapes (the transfer world); the other kinds ignore it.')
+    'Labelled world of the videos kind: pairs (the pretraining world), '
+    'shapes (the transfer world) or plain (pairs without colour); the other '
+    'kinds ignore it.')
 _NUM = flags.DEFINE_integer('num', 100, 'Number of videos / sequences.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Dataset seed.')
 _SPLIT = flags.DEFINE_string('split', 'train',
