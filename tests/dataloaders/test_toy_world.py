@@ -424,6 +424,9 @@ def test_world_choice_fields_are_validated(field, value, message):
 
 def test_unknown_world_name_is_rejected():
   with pytest.raises(ValueError, match=r"unknown toy world 'k400'; known: "
-                     r"\['pairs', 'shapes'\]"):
+                     r"\['pairs', 'plain', 'shapes'\]"):
     tw.named_world('k400')
   assert tw.named_world('pairs').spec == tw.ToyWorldSpec()
+  # The plain world is the pairs world without colour.
+  assert tw.named_world('plain').spec == tw.ToyWorldSpec(
+      background='flat', object_colors='white')
