@@ -39,9 +39,9 @@ class DataConfig(cfg.DataConfig):
   """
   input_path: str = ''
   toy_world_split: Optional[str] = ''  # '' | train | validation
-  # Which toy world (dataloaders.toy_world.WORLD_NAMES) `toy_world_split`
-  # reads: 'pairs' (the Kinetics stand-in) or 'plain' (the same scenes
-  # without colour: flat grey background, white objects).
+  # Which toy world (TOY_WORLDS) `toy_world_split` reads: 'pairs' (the
+  # Kinetics stand-in), 'plain' (the same scenes without colour: flat grey
+  # background, white objects) or 'shapes' (the transfer world).
   toy_world: str = 'pairs'
   global_batch_size: int = 1024
   is_training: bool = True
