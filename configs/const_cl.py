@@ -20,10 +20,19 @@ REGION_FRAMES = ('center', 'random', 'nearest')
 LOSS_ENDPOINTS = ('y', 'c5', 'c4p')
 LOCAL_LOSSES = ('const_cl', 'region', 'dense', 'none')
 
-# The toy worlds `DataConfig.toy_world` may name
-# (`dataloaders.toy_world.WORLD_NAMES`; configs import no data code, and
-# tests/configs/test_experiments.py checks the two agree).
-TOY_WORLDS = ('pairs', 'shapes', 'plain')
+# The labelled toy worlds (`dataloaders.toy_world.named_world`): their number
+# of clip classes and cached train / validation videos. Configs import no data
+# code, so they are restated here; tests/tasks/test_video_classification.py
+# checks them against the toy world, and the task checks the class count
+# again at run time. 'pairs' is the pretraining world (the Kinetics stand-in),
+# 'shapes' the transfer world (the UCF101 / HMDB51 stand-in), 'plain' the
+# pairs world without colour. `DataConfig.toy_world` names one of them, and
+# so does the classification data config (configs/video_classification.py).
+TOY_WORLDS = {
+    'pairs': {'num_classes': 10, 'train': 500, 'validation': 100},
+    'shapes': {'num_classes': 5, 'train': 500, 'validation': 300},
+    'plain': {'num_classes': 10, 'train': 500, 'validation': 100},
+}
 
 KINETICS400_TRAIN_EXAMPLES = 235693
 KINETICS400_VAL_EXAMPLES = 19877

@@ -43,17 +43,8 @@ HMDB51_NUM_CLASSES = 51
 HMDB51_SPLIT1_TRAIN_EXAMPLES = 3570
 HMDB51_SPLIT1_TEST_EXAMPLES = 1530
 
-# The labelled toy worlds (`dataloaders.toy_world.named_world`): their number
-# of clip classes and cached train / validation videos. Configs import no data
-# code, so they are restated here; tests/tasks/test_video_classification.py
-# checks them against the toy world, and the task checks the class count
-# again at run time. 'pairs' is the pretraining world (the Kinetics stand-in),
-# 'shapes' the transfer world (the UCF101 / HMDB51 stand-in).
-TOY_WORLDS = {
-    'pairs': {'num_classes': 10, 'train': 500, 'validation': 100},
-    'shapes': {'num_classes': 5, 'train': 500, 'validation': 300},
-    'plain': {'num_classes': 10, 'train': 500, 'validation': 100},
-}
+# The labelled toy worlds (defined in configs/const_cl.py).
+TOY_WORLDS = const_cl.TOY_WORLDS
 TOY_NUM_CLASSES = TOY_WORLDS['pairs']['num_classes']
 
 

@@ -988,6 +988,13 @@ def ensure_toy_dataset(cache_dir: Optional[str] = None,
   return paths
 
 
+def ensure_named_dataset(name: str) -> Dict[str, str]:
+  """`ensure_toy_dataset` of the named world `name` at its registered sizes."""
+  named = named_world(name)
+  return ensure_toy_dataset(spec=named.spec, num_train=named.num_train,
+                            num_val=named.num_val)
+
+
 def _pixel_xywh(box: np.ndarray, spec: ToyWorldSpec) -> np.ndarray:
   """Normalized [ymin, xmin, ymax, xmax] -> 0-based pixel [x, y, w, h]."""
   ymin, xmin, ymax, xmax = np.asarray(box, np.float64)

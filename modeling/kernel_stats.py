@@ -13,7 +13,7 @@ of T taps (a fresh initialization) its expectation is about 1 - 1/T (0.8
 for the stem's 5 taps). The README ("Why pretraining does not help the toy
 AVA task") uses it on pretrained stems.
 """
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +21,31 @@ import tensorflow as tf
 # Checkpoint keys of optimizer slots contain this; they are not weights.
 _OPTIMIZER_MARK = 'OPTIMIZER_SLOT'
 _VALUE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
+
+
+def _channel_energies(kernel) -> Tuple[np.ndarray, np.ndarray]:
+  """Per output channel: energy that varies over time, and total energy."""
+  kernel = np.asarray(kernel, np.float64)
+  if kernel.ndim != 5:
+    raise ValueError(f'expected a Conv3D kernel [T, H, W, C_in, C_out], got '
+                     f'shape {kernel.shape}')
+  if kernel.shape[0] < 2:
+    raise ValueError(f'kernel of shape {kernel.shape} has a single temporal '
+                     'tap: nothing varies over time')
+  rest = kernel - kernel.mean(axis=0, keepdims=True)
+  axes = (0, 1, 2, 3)
+  return np.sum(rest**2, axis=axes), np.sum(kernel**2, axis=axes)
+
+
+def _shares(rest: np.ndarray, total: np.ndarray, shape,
+            per_output_channel: bool):
+  if not per_output_channel:
+    rest, total = rest.sum(), total.sum()
+  if np.any(total == 0):
+    raise ValueError(f'kernel of shape {shape} is all zeros (for some '
+                     'output channel): temporal variation is undefined')
+  share = rest / total
+  return share if per_output_channel else float(share)
 
 
 def temporal_variation(kernel: np.ndarray, per_output_channel: bool = False):
@@ -38,21 +63,8 @@ def temporal_variation(kernel: np.ndarray, per_output_channel: bool = False):
     ValueError: for a kernel that is not rank 5, has one tap in time, or is
       all zeros (where the share is undefined).
   """
-  kernel = np.asarray(kernel, np.float64)
-  if kernel.ndim != 5:
-    raise ValueError(f'expected a Conv3D kernel [T, H, W, C_in, C_out], got '
-                     f'shape {kernel.shape}')
-  if kernel.shape[0] < 2:
-    raise ValueError(f'kernel of shape {kernel.shape} has a single temporal '
-                     'tap: nothing varies over time')
-  rest = kernel - kernel.mean(axis=0, keepdims=True)
-  axes = (0, 1, 2, 3) if per_output_channel else None
-  total = np.sum(kernel**2, axis=axes)
-  if np.any(total == 0):
-    raise ValueError(f'kernel of shape {kernel.shape} is all zeros (for some '
-                     'output channel): temporal variation is undefined')
-  share = np.sum(rest**2, axis=axes) / total
-  return share if per_output_channel else float(share)
+  rest, total = _channel_energies(kernel)
+  return _shares(rest, total, np.shape(kernel), per_output_channel)
 
 
 def checkpoint_temporal_variation(prefix: str, scope: str = 'backbone/'
@@ -80,13 +92,14 @@ def checkpoint_temporal_variation(prefix: str, scope: str = 'backbone/'
     if (not key.startswith(scope) or _OPTIMIZER_MARK in key or
         len(shape) != 5 or shape[0] < 2):
       continue
-    kernel = reader.get_tensor(key)
+    # One pass over the kernel for both numbers.
+    rest, total = _channel_energies(reader.get_tensor(key))
     out.append({'name': key[:-len(_VALUE_SUFFIX)]
                         if key.endswith(_VALUE_SUFFIX) else key,
                 'shape': list(shape),
-                'variation': temporal_variation(kernel),
-                'per_channel': [float(v) for v in temporal_variation(
-                    kernel, per_output_channel=True)]})
+                'variation': _shares(rest, total, shape, False),
+                'per_channel': [float(v) for v in _shares(rest, total, shape,
+                                                          True)]})
   if not out:
     raise ValueError(f'checkpoint {prefix} has no Conv3D kernel with more '
                      f'than one temporal tap under {scope!r}')

@@ -84,10 +84,7 @@ def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
   nothing, naming the config field and the pattern.
   """
   if not params.input_path and params.toy_world_split:
-    named = toy_world.named_world(params.toy_world)
-    paths = toy_world.ensure_toy_dataset(spec=named.spec,
-                                         num_train=named.num_train,
-                                         num_val=named.num_val)
+    paths = toy_world.ensure_named_dataset(params.toy_world)
     if params.region_source in region_sources.SEGMENT_METHODS:
       return _toy_segment_pattern(paths, params.toy_world_split,
                                   params.region_source, params.num_boxes)

@@ -45,14 +45,6 @@ SOURCE_KEY = 'source'
 RECORD_ID_KEY = 'record_id'
 
 
-def toy_dataset(world: str) -> Dict[str, str]:
-  """The cached splits of the labelled toy world `world` (made on first use)."""
-  named = toy_world.named_world(world)
-  return toy_world.ensure_toy_dataset(spec=named.spec,
-                                      num_train=named.num_train,
-                                      num_val=named.num_val)
-
-
 def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
   """The TFRecord file pattern to read ('' for TFDS); makes the toy world.
 
@@ -63,7 +55,7 @@ def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
   if params.tfds_name:
     return ''
   if params.toy_world_split:
-    return toy_dataset(params.toy_world)[params.toy_world_split]
+    return toy_world.ensure_named_dataset(params.toy_world)[params.toy_world_split]
   pattern = params.input_path
   if isinstance(pattern, (list, tuple)):
     pattern = ','.join(pattern)

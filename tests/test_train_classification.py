@@ -20,10 +20,10 @@ import tf_keras
 from official.core import exp_factory
 from official.vision.modeling import factory_3d
 
+from dataloaders import toy_world
 from modeling import const_cl_model  # pylint: disable=unused-import
 from tasks import pretrain
 from tasks import registry_imports  # pylint: disable=unused-import
-from tasks import video_classification as vc_task
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(REPO)
@@ -46,7 +46,7 @@ OVERRIDES = ','.join([
 def runs(tmp_path_factory):
   # The toy worlds once, before the racing processes would each render them
   # (the pretraining config below reads no data).
-  vc_task.toy_dataset('shapes')
+  toy_world.ensure_named_dataset('shapes')
   config = exp_factory.get_exp_config('const_cl_pretrain_toy')
   data = config.task.train_data
   model = factory_3d.build_model(
