@@ -124,6 +124,10 @@ class ActionLocalizationModel(hyperparams.Config):
   # pretraining checkpoint loads as is (`init_checkpoint_modules: backbone`)
   # and res5g is computed but unused.
   feature_endpoint: str = '5r'  # 5r | 5g | 4
+  # True: the backbone is not trained and always runs with training=False
+  # (batch norm on its moving statistics), so only the head learns: AVA on
+  # frozen features, the localization counterpart of linear evaluation.
+  freeze_backbone: bool = False
 
 
 @dataclasses.dataclass

@@ -21,11 +21,16 @@ class ActionLocalizationModel(tf_keras.Model):
   Inputs: image [B, T, H, W, 3] (key-frame-centred clip), boxes [B, M, 4]
   (normalized person boxes on the key frame). Outputs: `logits` [B, M, C]
   float32 and `scores` = sigmoid(logits).
+
+  With `freeze_backbone=True` the backbone is not trainable and is ALWAYS
+  called with `training=False` (batch norm on its moving statistics, which
+  therefore stay as loaded), so only the head learns.
   """
 
   def __init__(self, backbone: tf_keras.Model,
                head: action_transformer.ActionTransformerHead,
-               feature_endpoint: str = '5r', **kwargs):
+               feature_endpoint: str = '5r', freeze_backbone: bool = False,
+               **kwargs):
     super().__init__(**kwargs)
     if feature_endpoint not in FEATURE_ENDPOINTS:
       raise ValueError(f'feature_endpoint must be one of {FEATURE_ENDPOINTS}, '
@@ -33,6 +38,13 @@ class ActionLocalizationModel(tf_keras.Model):
     self._backbone = backbone
     self._head = head
     self._feature_endpoint = feature_endpoint
+    self._freeze_backbone = freeze_backbone
+    if freeze_backbone:
+      self._backbone.trainable = False
+
+  @property
+  def freeze_backbone(self) -> bool:
+    return self._freeze_backbone
 
   @property
   def backbone(self):
@@ -48,7 +60,8 @@ class ActionLocalizationModel(tf_keras.Model):
 
   def call(self, inputs: Mapping[str, tf.Tensor],
            training=None) -> Dict[str, tf.Tensor]:
-    endpoints = self._backbone(inputs['image'], training=training)
+    endpoints = self._backbone(
+        inputs['image'], training=False if self._freeze_backbone else training)
     if self._feature_endpoint not in endpoints:
       raise ValueError(f'backbone has no endpoint {self._feature_endpoint!r}; '
                        f'it has {sorted(endpoints)}')
@@ -80,4 +93,5 @@ def build_action_localization_model(
   return ActionLocalizationModel(
       backbone=backbone, head=head,
       feature_endpoint=model_config.feature_endpoint,
+      freeze_backbone=model_config.freeze_backbone,
       name='action_localization_model')

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from official.core import exp_factory
 from official.modeling import hyperparams
@@ -253,3 +254,57 @@ def test_training_batches_are_reproducible_per_data_seed(tmp_path):
     np.testing.assert_array_equal(again, want)
   assert any(np.abs(a - b).max() > 1e-3
              for a, b in zip(batches(4), first))
+
+
+def _train_step_once(freeze_backbone):
+  """One SGD train step of the toy AVA task on a synthetic batch.
+
+  Returns (backbone weights before, after, head weights before, after, the
+  model).
+  """
+  config = exp_factory.get_exp_config('const_cl_ava_toy')
+  config.task.model.freeze_backbone = freeze_backbone
+  # A pattern instead of the toy split: the task then renders no data.
+  config.task.train_data.input_path = '/nonexistent/train-*'
+  config.task.validation_data.input_path = '/nonexistent/val-*'
+  tf_keras.utils.set_random_seed(0)
+  task = action_localization.ActionLocalizationTask(config.task)
+  model = task.build_model()
+  t, h, w, _ = config.task.train_data.feature_shape
+  m, c = config.task.train_data.max_boxes, config.task.num_classes
+  rng = np.random.default_rng(0)
+  inputs = {
+      'image': tf.constant(rng.uniform(0, 1, (2, t, h, w, 3)), tf.float32),
+      'boxes': tf.constant(np.tile([0.2, 0.2, 0.6, 0.6], (2, m, 1)),
+                           tf.float32),
+      'labels': tf.constant(rng.integers(0, 2, (2, m, c)), tf.float32),
+      'box_mask': tf.ones([2, m]),
+  }
+  snap = lambda vs: [v.numpy().copy() for v in vs]
+  backbone_before = snap(model.backbone.weights)
+  head_before = snap(model.head.weights)
+  optimizer = tf_keras.optimizers.SGD(learning_rate=0.5)
+  task.train_step(inputs, model, optimizer)
+  return (backbone_before, snap(model.backbone.weights), head_before,
+          snap(model.head.weights), model)
+
+
+def test_frozen_backbone_leaves_every_backbone_variable_as_loaded():
+  before, after, head_before, head_after, model = _train_step_once(True)
+  # Only the head trains ...
+  assert {v.ref() for v in model.trainable_variables} == {
+      v.ref() for v in model.head.trainable_variables}
+  # ... kernels, BN gamma / beta AND BN moving statistics stay bit for bit.
+  assert len(before) == len(model.backbone.weights) > 0
+  for a, b in zip(before, after):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(head_before, head_after))
+
+
+def test_fine_tuning_moves_the_backbone_and_its_statistics():
+  before, after, _, _, model = _train_step_once(False)
+  names = [v.name for v in model.backbone.weights]
+  changed = {n for n, a, b in zip(names, before, after)
+             if not np.array_equal(a, b)}
+  assert any('kernel' in n for n in changed)
+  assert any('moving_mean' in n for n in changed)
