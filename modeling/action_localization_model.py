@@ -43,10 +43,6 @@ class ActionLocalizationModel(tf_keras.Model):
       self._backbone.trainable = False
 
   @property
-  def freeze_backbone(self) -> bool:
-    return self._freeze_backbone
-
-  @property
   def backbone(self):
     return self._backbone
 

@@ -55,7 +55,8 @@ def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
   if params.tfds_name:
     return ''
   if params.toy_world_split:
-    return toy_world.ensure_named_dataset(params.toy_world)[params.toy_world_split]
+    paths = toy_world.ensure_named_dataset(params.toy_world)
+    return paths[params.toy_world_split]
   pattern = params.input_path
   if isinstance(pattern, (list, tuple)):
     pattern = ','.join(pattern)
