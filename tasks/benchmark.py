@@ -22,6 +22,10 @@ shared, loaded machine better than the absolute numbers do:
   (`dataloaders/ssl_parser.py`) and `video_ssl`'s (its task's `build_inputs`,
   i.e. Model Garden's InputReader + video_ssl Parser/Decoder), plus the cost
   of decoding the sampled frames alone, as a ceiling.
+* conv forms (`--sections=forms`, not run by default): our step with the
+  conv forms of `modeling/layers/blocks_3d.py` against the same model built
+  with TensorFlow's Conv3D in place of one form (`MatmulGradConv3D`) and of
+  every form, timed round-robin: what the forms gain in the whole step.
 * scaling of our step with batch and frames, and memory: CPU allocator stats
   are not available in TF (`get_memory_info('CPU:0')` raises), so memory is
   the process resident set size (psutil) sampled every 10 ms during the timed
@@ -57,6 +61,7 @@ from configs import const_cl as const_cl_cfg
 from dataloaders import ssl_parser
 from dataloaders import video_records
 from modeling.backbones import resnet_3d_y
+from modeling.layers import blocks_3d
 from tasks import pretrain  # pylint: disable=unused-import
 
 try:
@@ -451,6 +456,46 @@ def benchmark_models(s: BenchmarkSettings, peak_gflops: float
   return out
 
 
+# `benchmark_forms` variants: name -> the forms replaced by TF's Conv3D.
+FORM_VARIANTS = (
+    ('all_forms', None),
+    ('without_matmul_grad', (blocks_3d.MatmulGradConv3D,)),
+    ('plain_conv3d', ()),
+)
+
+
+def benchmark_forms(s: BenchmarkSettings) -> Dict[str, Any]:
+  """Our step with every conv form vs with some or all as TF's Conv3D.
+
+  The same model (a) is built once per `FORM_VARIANTS` entry (the forms
+  are chosen when layers are built, `blocks_3d.plain_conv3d_for`) and the
+  steps are timed round-robin on the same clips. `step_ratio_vs_all_forms`
+  of a variant is the median over rounds of its step time / the all-forms
+  step time (> 1: the replaced forms made the step faster).
+  """
+  args = (s.batch_size, s.num_frames, s.image_size, s.quick)
+  benches = []
+  for name, replaced in FORM_VARIANTS:
+    gc.collect()
+    if replaced is None:
+      bench = build_const_cl(*args)
+    else:
+      with blocks_3d.plain_conv3d_for(*replaced):
+        bench = build_const_cl(*args)
+    bench.name = name
+    benches.append(bench)
+  time_round_robin(benches, s.warmup_steps, s.timed_steps)
+  out = {}
+  for bench in benches:
+    out[bench.name] = {
+        'median_step_seconds': float(np.median(bench.times)),
+        'step_seconds': list(bench.times),
+        'step_ratio_vs_all_forms': _median_ratio(bench.times,
+                                                 benches[0].times),
+    }
+  return out
+
+
 def benchmark_scaling(s: BenchmarkSettings, peak_gflops: float,
                       main: Optional[Dict[str, Any]] = None
                       ) -> List[Dict[str, Any]]:
@@ -634,7 +679,8 @@ def run_benchmark(settings: BenchmarkSettings,
   """Runs the benchmark; returns the JSON-ready result dict.
 
   Top-level fields: `step_ratio_vs_bare`, `mfu`, `pipeline_speedup_vs_video_ssl`
-  (None for a skipped section), `matmul`, `models`, `pipeline`, `scaling`,
+  (None for a skipped section), `matmul`, `models`, `pipeline`, `forms`,
+  `scaling`,
   `loadavg_start`/`loadavg_end`, `onednn` (the kernel library: see
   `onednn_enabled`) and the settings.
   """
@@ -668,6 +714,9 @@ def run_benchmark(settings: BenchmarkSettings,
     result['pipeline_speedup_vs_video_ssl'] = (
         result['pipeline']['speedup_vs_video_ssl'])
     logging.info('pipeline: %s', result['pipeline'])
+  if 'forms' in sections:
+    result['forms'] = benchmark_forms(settings)
+    logging.info('forms: %s', result['forms'])
   if 'scaling' in sections:
     main = result['models']['const_cl'] if 'models' in result else None
     result['scaling'] = benchmark_scaling(settings, peak, main)

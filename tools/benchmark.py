@@ -10,6 +10,7 @@ Usage (from the repo root):
   python tools/benchmark.py --output_json /tmp/bench.json          # ~15 min
   python tools/benchmark.py --output_json /tmp/bench.json --quick  # ~2 min
   python tools/benchmark.py --output_json /tmp/b.json --sections=models
+  python tools/benchmark.py --output_json /tmp/f.json --sections=forms
 """
 import json
 import os
@@ -27,14 +28,15 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('output_json', None, 'Where to write the results (JSON).')
 flags.DEFINE_bool('quick', False, 'Tiny backbone, small inputs, few steps.')
 flags.DEFINE_list('sections', ['models', 'pipeline', 'scaling'],
-                  'Which parts to run: models, pipeline, scaling.')
+                  'Which parts to run: models, pipeline, scaling, forms '
+                  '(the conv forms vs plain Conv3D; not in the default).')
 flags.DEFINE_integer('timed_steps', None, 'Override the timed steps.')
 flags.mark_flag_as_required('output_json')
 
 
 def main(argv):
   del argv
-  allowed = {'models', 'pipeline', 'scaling'}
+  allowed = {'models', 'pipeline', 'scaling', 'forms'}
   if not set(FLAGS.sections) <= allowed:
     raise app.UsageError(f'--sections must be among {sorted(allowed)}, got '
                          f'{FLAGS.sections}')

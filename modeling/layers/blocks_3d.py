@@ -9,6 +9,7 @@ the same sublayers with a dilated spatial conv: every variable (conv kernels,
 BN gamma/beta/moving statistics) keeps the shape, the attribute name and the
 creation order of the original block.
 """
+import contextlib
 import itertools
 from typing import Optional, Tuple
 
@@ -37,6 +38,16 @@ _MAX_MATMUL_TAPS = 9
 # rather than a strided slice and a matmul (fwd + bwd, 32 frames: 28x28x256
 # -> 512, 54 vs 76 ms; 14x14x512 -> 1024, 106 vs 59 ms).
 _MIN_SLICED_2D_AREA = 28 * 28
+# The remaining stride-1 convs (3x1x1 temporal convs everywhere, 1x3x3 convs
+# below 14x14) keep TensorFlow's Conv3D forward op but take their gradients
+# from `MatmulGradConv3D`: TF's CPU Conv3DBackpropFilter/Input kernels took
+# 3.1 of the 8.4 s of op time of a ConST-CL step (8 clips of 8x112x112, TF
+# profiler), ~2.4x the time of the forward Conv3D on the same convs. In the
+# whole step the custom gradients save 11-14% (`tools/benchmark.py
+# --sections=forms`; README, "Performance").
+
+# Forms `conv3d_layer_for` must not return (inside `plain_conv3d_for`).
+_DISABLED_FORMS = set()
 
 
 def _triple(value, name: str):
@@ -77,9 +88,39 @@ def conv3d_layer_for(kernel_size, strides, dilation_rate=(1, 1, 1),
       < 14*14 when the kernel has at most 9 taps, else
       `StackedFramesConv3D` (also when the frame size is unknown);
     * for spatial stride 1: `StackedFramesConv3D` for 1xkxk kernels (k > 1)
-      on frames of known area >= 14*14, else `Conv3D` (temporal kt x 1 x 1
-      kernels always).
+      on frames of known area >= 14*14; else `MatmulGradConv3D` (Conv3D's
+      forward op, faster gradients; temporal kt x 1 x 1 kernels always)
+      for odd kernels at temporal stride 1, `Conv3D` otherwise.
+    Inside `plain_conv3d_for(...)`, `Conv3D` instead of the forms it names.
   """
+  choice = _fastest_form(kernel_size, strides, dilation_rate, frame_size)
+  if choice in _DISABLED_FORMS:
+    return tf_keras.layers.Conv3D
+  return choice
+
+
+@contextlib.contextmanager
+def plain_conv3d_for(*forms):
+  """Within the block, `conv3d_layer_for` returns `Conv3D` for `forms`.
+
+  For measuring what a form gains in a whole model (tools/benchmark.py
+  --sections=forms): layers built inside the block use TensorFlow's Conv3D
+  wherever the rule would pick one of `forms` (every form when none is
+  given). The choice is made when a layer is built, so build the model
+  inside the block.
+  """
+  forms = forms or (StackedFramesConv3D, MatmulConv3D, MatmulGradConv3D)
+  saved = set(_DISABLED_FORMS)
+  _DISABLED_FORMS.update(forms)
+  try:
+    yield
+  finally:
+    _DISABLED_FORMS.clear()
+    _DISABLED_FORMS.update(saved)
+
+
+def _fastest_form(kernel_size, strides, dilation_rate, frame_size):
+  """`conv3d_layer_for` without the `plain_conv3d_for` switch."""
   kernel = _triple(kernel_size, 'kernel_size')
   strides = _triple(strides, 'strides')
   dilation = _triple(dilation_rate, 'dilation_rate')
@@ -101,6 +142,8 @@ def conv3d_layer_for(kernel_size, strides, dilation_rate=(1, 1, 1),
             small_kernel else StackedFramesConv3D)
   if area >= _MIN_FRAMEWISE_AREA and kernel[0] == 1:
     return StackedFramesConv3D
+  if strides[0] == 1 and all(k % 2 for k in kernel):
+    return MatmulGradConv3D
   return tf_keras.layers.Conv3D
 
 
@@ -324,8 +367,8 @@ class StackedFramesConv3D(_Conv3DForm):
   [kh, kw, kt*C, F]; the 2D kernels are fast on CPU and compile under XLA.
   Used for the stem, spatially strided convs on frames of 14x14 and up (and
   strided 1x1x1 ones from 28x28 up), and stride-1 1x3x3 convs on frames of
-  14x14 and up (`conv3d_layer_for`); temporal (kt x 1 x 1) convs stay 3D,
-  where the concatenated copies make it slower.
+  14x14 and up (`conv3d_layer_for`); not for temporal (kt x 1 x 1) convs,
+  where the concatenated copies make it slower (`MatmulGradConv3D` there).
   """
 
   def _static_convolution(self, inputs, kernel):
@@ -400,3 +443,78 @@ class MatmulConv3D(_Conv3DForm):
     outputs = tf.matmul(tf.reshape(stacked, [-1, rows]),
                         tf.reshape(kernel, [rows, f]))
     return tf.reshape(outputs, [batch] + outs + [f])
+
+
+def _shifted_copies(t: tf.Tensor, kernel_dims) -> tf.Tensor:
+  """The kernel taps of a stride-1 'same' conv, as shifted copies of `t`.
+
+  Args:
+    t: [B, T, H, W, C] with static T, H, W.
+    kernel_dims: (kt, kh, kw), each odd.
+
+  Returns:
+    [B, T, H, W, kt*kh*kw*C]: copy number k (offsets (a, b, c) in row-major
+    order, channels C each) holds t[q + centre - (a, b, c)] at position q, and
+    zeros where that falls outside t.
+  """
+  centres = [(k - 1) // 2 for k in kernel_dims]
+  padded = tf.pad(t, [[0, 0]] + [[c, c] for c in centres] + [[0, 0]])
+  sizes = t.shape[1:4]
+  views = []
+  for offsets in itertools.product(*(range(k) for k in kernel_dims)):
+    starts = [k - 1 - o for k, o in zip(kernel_dims, offsets)]
+    views.append(padded[(slice(None),) + tuple(
+        slice(s, s + n) for s, n in zip(starts, sizes))])
+  return views[0] if len(views) == 1 else tf.concat(views, axis=-1)
+
+
+@tf.custom_gradient
+def _conv3d_same_with_matmul_grads(inputs, kernel):
+  """tf.nn.conv3d (stride 1, 'same', odd kernel) with custom gradients.
+
+  With y[q] = sum_k x[q + k - centre] w[k]:
+    dL/dx = the same 'same' conv of dL/dy with the kernel flipped in t, h, w
+            and its channel axes swapped (TF's fast forward Conv3D op);
+    dL/dw[k] = sum_q x[q]^T dL/dy[q - k + centre]: one matmul of the input
+            against the shifted copies of dL/dy (F channels each, fewer than
+            the input's C in the bottleneck's reducing convs).
+  """
+  outputs = tf.nn.conv3d(inputs, kernel, [1] * 5, 'SAME')
+
+  def grad(d_outputs):
+    kernel_dims = kernel.shape[:3]
+    c, f = kernel.shape[3], kernel.shape[4]
+    taps = int(np.prod(kernel_dims))
+    flipped = tf.transpose(tf.reverse(kernel, [0, 1, 2]), [0, 1, 2, 4, 3])
+    d_inputs = tf.nn.conv3d(d_outputs, flipped, [1] * 5, 'SAME')
+    shifted = _shifted_copies(d_outputs, kernel_dims)
+    d_kernel = tf.matmul(tf.reshape(inputs, [-1, c]),
+                         tf.reshape(shifted, [-1, taps * f]), transpose_a=True)
+    d_kernel = tf.transpose(tf.reshape(d_kernel, [c, taps, f]), [1, 0, 2])
+    return d_inputs, tf.reshape(d_kernel, list(kernel_dims) + [c, f])
+
+  return outputs, grad
+
+
+@tf_keras.utils.register_keras_serializable(package='ConstCL')
+class MatmulGradConv3D(_Conv3DForm):
+  """A stride-1 `Conv3D` whose gradients avoid TF's CPU Conv3D backprop ops.
+
+  Same variables, same outputs (the forward op is Conv3D itself). The input
+  gradient is a forward Conv3D with the flipped, transposed kernel, and the
+  kernel gradient one matmul against shifted copies of the output gradient
+  (`_conv3d_same_with_matmul_grads`); both equal Conv3D's gradients to
+  float32 rounding. Why: TensorFlow's CPU Conv3DBackpropFilter and
+  Conv3DBackpropInput ran ~2.4x slower than the forward op on the same convs
+  and were the largest share of a ConST-CL train step (see the constants
+  above). Used for the stride-1 convs `conv3d_layer_for` does not send to
+  `StackedFramesConv3D`: 3x1x1 temporal convs, 1x3x3 convs below 14x14.
+  Strided, 'valid' or even-sized kernels run the plain op. Compiles under
+  XLA (conv, pad, slices, matmul).
+  """
+
+  def _static_convolution(self, inputs, kernel):
+    if (tuple(self.strides) != (1, 1, 1) or self.padding != 'same' or
+        any(k % 2 == 0 for k in kernel.shape[:3])):
+      return super(_Conv3DForm, self).convolution_op(inputs, kernel)
+    return _conv3d_same_with_matmul_grads(inputs, tf.convert_to_tensor(kernel))

@@ -13,8 +13,12 @@ import sys
 
 import numpy as np
 import tensorflow as tf
+import tf_keras
+
+from official.core import task_factory
 
 from dataloaders import video_records
+from modeling.layers import blocks_3d
 from tasks import benchmark
 
 
@@ -47,11 +51,17 @@ def test_records_are_readable_video_records(tmp_path):
   assert np.abs(frames[1].astype(int) - frames[0].astype(int)).mean() > 1
 
 
-def test_quick_benchmark_writes_json_with_required_fields(tmp_path):
+def test_quick_benchmark_writes_json_with_required_fields(tmp_path,
+                                                         monkeypatch):
+  # Two of the form variants (each costs a trace of the train step); the
+  # next test checks what every variant builds.
+  variants = (benchmark.FORM_VARIANTS[0], benchmark.FORM_VARIANTS[-1])
+  monkeypatch.setattr(benchmark, 'FORM_VARIANTS', variants)
   settings = benchmark.quick_settings()
   settings.timed_steps = 1
   settings.scaling = ((settings.batch_size, settings.num_frames),)
-  result = benchmark.run_benchmark(settings)
+  result = benchmark.run_benchmark(
+      settings, sections=('models', 'pipeline', 'scaling', 'forms'))
   path = os.path.join(str(tmp_path), 'out', 'bench.json')
   benchmark.write_result(result, path)
   with open(path) as f:
@@ -86,6 +96,41 @@ def test_quick_benchmark_writes_json_with_required_fields(tmp_path):
   for name in ('const_cl', 'video_ssl', 'decode_only'):
     assert pipe[f'{name}_videos_per_second'] > 0
   assert [r['batch'] for r in loaded['scaling']] == [settings.batch_size]
+  forms = loaded['forms']
+  assert list(forms) == ['all_forms', 'plain_conv3d']
+  for name, row in forms.items():
+    assert len(row['step_seconds']) == 1
+    np.testing.assert_allclose(
+        row['step_ratio_vs_all_forms'],
+        row['step_seconds'][0] / forms['all_forms']['step_seconds'][0],
+        rtol=1e-9)
+  assert forms['all_forms']['step_ratio_vs_all_forms'] == 1.0
+
+
+def test_form_variants_build_the_forms_they_name():
+  """The `forms` section's variants differ in the conv classes they build."""
+  settings = benchmark.quick_settings()
+  config = benchmark.const_cl_config(settings.batch_size, settings.num_frames,
+                                     settings.image_size, True)
+
+  def conv_classes():
+    model = task_factory.get_task(config.task).build_model()
+    return {type(m) for m in model.submodules
+            if isinstance(m, tf_keras.layers.Conv3D)}
+
+  classes = {}
+  for name, replaced in benchmark.FORM_VARIANTS:
+    if replaced is None:
+      classes[name] = conv_classes()
+    else:
+      with blocks_3d.plain_conv3d_for(*replaced):
+        classes[name] = conv_classes()
+  forms = {blocks_3d.StackedFramesConv3D, blocks_3d.MatmulConv3D,
+           blocks_3d.MatmulGradConv3D}
+  assert classes['all_forms'] == forms
+  assert classes['without_matmul_grad'] == (
+      forms - {blocks_3d.MatmulGradConv3D} | {tf_keras.layers.Conv3D})
+  assert classes['plain_conv3d'] == {tf_keras.layers.Conv3D}
 
 
 def test_onednn_field_follows_the_environment_switch():

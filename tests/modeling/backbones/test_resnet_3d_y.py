@@ -268,12 +268,12 @@ def test_dilated_block_equals_undilated_block_on_subsampled_grid():
 
 _MM = blocks_3d.MatmulConv3D
 _SF = blocks_3d.StackedFramesConv3D
-_3D = tf_keras.layers.Conv3D
+_MG = blocks_3d.MatmulGradConv3D
 
 
 @pytest.mark.parametrize('size,stride,spatial,shortcut', [
     (14, 1, _SF, _MM),  # 1x3x3 as 2D convs over frames from 14x14 up
-    (13, 1, _3D, _MM),
+    (13, 1, _MG, _MM),  # below: Conv3D with the custom gradients
     (7, 2, _MM, _MM),  # strided, small frames: matmuls
     (28, 2, _SF, _SF),  # strided on 28x28: strided 2D convs
 ])
@@ -294,8 +294,9 @@ def test_block_picks_fast_conv_forms_and_equals_model_garden(
   mg(x)
   assert type(ours._spatial_conv) is spatial
   assert type(ours._shortcut_conv) is shortcut
-  # The 3x1x1 conv keeps the 3D op; the 1x1x1 expand conv is a matmul.
-  assert type(ours._temporal_conv) is _3D
+  # The 3x1x1 conv has the custom gradients; the 1x1x1 expand conv is a
+  # matmul.
+  assert type(ours._temporal_conv) is _MG
   assert type(ours._expand_conv) is _MM
   ours.set_weights(mg.get_weights())
   for training in (False, True):

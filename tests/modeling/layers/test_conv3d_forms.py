@@ -1,9 +1,11 @@
 """The fast Conv3D forms equal `tf_keras.layers.Conv3D`, outputs and gradients.
 
-`StackedFramesConv3D` (a 2D conv over stacked frames) and `MatmulConv3D` (an
-im2col matmul) are checked against Keras's own Conv3D with the same kernel;
-strides, odd sizes and both paddings are covered, plus XLA compilation, and
-`conv3d_layer_for`'s choice per kernel, stride and frame size.
+`StackedFramesConv3D` (a 2D conv over stacked frames), `MatmulConv3D` (an
+im2col matmul) and `MatmulGradConv3D` (Conv3D with gradients from a forward
+conv and a matmul) are checked against Keras's own Conv3D with the same
+kernel; strides, odd sizes and both paddings are covered, plus XLA
+compilation, and `conv3d_layer_for`'s choice per kernel, stride and frame
+size.
 """
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from modeling.layers import blocks_3d
 
 _SF = blocks_3d.StackedFramesConv3D
 _MM = blocks_3d.MatmulConv3D
+_MG = blocks_3d.MatmulGradConv3D
 _3D = tf_keras.layers.Conv3D
 
 CASES = [
@@ -34,6 +37,17 @@ CASES = [
     (_MM, (2, 6, 5, 5, 4), (3, 1, 1), (2, 1, 1), 'same'),
     (_MM, (2, 5, 8, 8, 8), (3, 1, 1), (2, 1, 1), 'same'),
     (_MM, (2, 5, 8, 9, 3), (3, 3, 3), (2, 2, 1), 'valid'),
+    # Stride 1, 'same', odd kernels: the custom gradients; odd frame counts
+    # and sizes, a frame count below the kernel (pads both ends).
+    (_MG, (2, 5, 7, 6, 8), (3, 1, 1), (1, 1, 1), 'same'),
+    (_MG, (2, 2, 4, 4, 8), (3, 1, 1), (1, 1, 1), 'same'),
+    (_MG, (2, 4, 7, 5, 8), (1, 3, 3), (1, 1, 1), 'same'),
+    (_MG, (1, 5, 5, 6, 3), (3, 3, 3), (1, 1, 1), 'same'),
+    (_MG, (1, 6, 9, 9, 2), (5, 1, 1), (1, 1, 1), 'same'),
+    # The plain-op fallbacks: 'valid', a stride, an even kernel.
+    (_MG, (2, 5, 7, 6, 8), (3, 1, 1), (1, 1, 1), 'valid'),
+    (_MG, (2, 6, 7, 6, 8), (3, 1, 1), (2, 1, 1), 'same'),
+    (_MG, (2, 5, 6, 6, 4), (2, 1, 1), (1, 1, 1), 'same'),
 ]
 
 
@@ -83,6 +97,36 @@ def test_fast_form_is_the_op_that_runs(layer_class, kernel, strides, op_type):
   assert 'Conv3D' not in types
 
 
+@pytest.mark.parametrize('kernel', [(3, 1, 1), (1, 3, 3)])
+def test_matmul_grad_form_has_no_conv3d_backprop_op(kernel):
+  """The train step graph of `MatmulGradConv3D` runs the forward Conv3D op
+  (the input gradient is one too) and a MatMul, and none of TF's Conv3D
+  backprop ops, which the plain layer's gradient uses."""
+  def types_of(layer):
+    x = tf.zeros([2, 4, 7, 7, 8])
+    layer(x)
+
+    @tf.function
+    def step(x):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(layer(x))
+      return tape.gradient(loss, [x, layer.kernel])
+
+    graph = step.get_concrete_function(x).graph
+    ops = [op.type for op in graph.get_operations()]
+    for f in graph._functions.values():  # pylint: disable=protected-access
+      ops += [n.op for n in f.cached_definition.node_def]
+    return ops
+
+  ours = types_of(_MG(4, kernel, padding='same', use_bias=False))
+  plain = types_of(_3D(4, kernel, padding='same', use_bias=False))
+  assert not [t for t in ours if t.startswith('Conv3DBackprop')]
+  assert ours.count('Conv3D') == 2 and 'MatMul' in ours
+  assert 'Conv3DBackpropFilterV2' in plain
+  assert 'Conv3DBackpropInputV2' in plain
+
+
 @pytest.mark.parametrize('layer_class', [_SF, _MM])
 @pytest.mark.parametrize('seed', [0, 1, 2])
 def test_mixed_bfloat16_matches_the_exact_conv(layer_class, seed):
@@ -119,6 +163,7 @@ def test_mixed_bfloat16_matches_the_exact_conv(layer_class, seed):
     (_SF, (5, 7, 7), (1, 2, 2), 8),
     (_MM, (1, 3, 3), (1, 2, 2), 8),
     (_MM, (1, 1, 1), (1, 1, 1), 16),
+    (_MG, (3, 3, 3), (1, 1, 1), 16),
 ])
 def test_compiles_with_xla_and_keeps_static_shapes(layer_class, kernel,
                                                    strides, out_size):
@@ -127,11 +172,20 @@ def test_compiles_with_xla_and_keeps_static_shapes(layer_class, kernel,
   eager = layer(x)
   compiled = tf.function(layer, jit_compile=True)(x)
   np.testing.assert_allclose(compiled, eager, atol=1e-5)
+
+  def grads(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(tf.sin(layer(x)))
+    return tape.gradient(loss, [x, layer.kernel])
+
+  for got, want in zip(tf.function(grads, jit_compile=True)(x), grads(x)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
   symbolic = layer(tf_keras.Input(shape=(8, 16, 16, 3)))
   assert symbolic.shape.as_list() == [None, 8, out_size, out_size, 4]
 
 
-@pytest.mark.parametrize('layer_class', [_SF, _MM])
+@pytest.mark.parametrize('layer_class', [_SF, _MM, _MG])
 def test_unsupported_arguments_are_errors(layer_class):
   with pytest.raises(ValueError, match='dilation_rate'):
     layer_class(4, 3, dilation_rate=2)
@@ -153,23 +207,46 @@ def test_unsupported_arguments_are_errors(layer_class):
     ((1, 3, 3), (1, 2, 2), 1, (14, 14), _SF),
     ((5, 7, 7), (2, 2, 2), 1, (7, 7), _SF),
     ((1, 3, 3), (1, 2, 2), 1, None, _SF),
-    # Stride 1: 1xkxk framewise from 14x14 up; temporal kernels stay 3D.
+    # Stride 1: 1xkxk framewise from 14x14 up; smaller frames and temporal
+    # kernels get the custom gradients (odd kernels at temporal stride 1).
     ((1, 3, 3), (1, 1, 1), 1, (14, 14), _SF),
-    ((1, 3, 3), (1, 1, 1), 1, (13, 15), _3D),
-    ((3, 1, 1), (1, 1, 1), 1, (56, 56), _3D),
+    ((1, 3, 3), (1, 1, 1), 1, (13, 15), _MG),
+    ((3, 1, 1), (1, 1, 1), 1, (56, 56), _MG),
+    ((3, 1, 1), (1, 1, 1), 1, (4, 4), _MG),
+    ((3, 3, 3), (1, 1, 1), 1, (28, 28), _MG),
+    ((3, 1, 1), (2, 1, 1), 1, (7, 7), _3D),
+    ((2, 1, 1), (1, 1, 1), 1, (7, 7), _3D),
     # Dilated convs keep the 3D op.
     ((1, 3, 3), (1, 1, 1), (1, 2, 2), (28, 28), _3D),
     ((1, 1, 1), 1, 2, (7, 7), _3D),
     # Unknown frame size (a backbone built for any input size).
     ((1, 1, 1), (1, 2, 2), 1, (None, None), _MM),
     ((1, 3, 3), (1, 2, 2), 1, (None, None), _SF),
-    ((1, 3, 3), (1, 1, 1), 1, (None, None), _3D),
+    ((1, 3, 3), (1, 1, 1), 1, (None, None), _MG),
     # Numpy ints are ints.
     (np.int64(1), (1, np.int64(2), 2), 1, (14, 14), _MM),
 ])
 def test_conv3d_layer_for(kernel, strides, dilation, frame_size, want):
   assert blocks_3d.conv3d_layer_for(kernel, strides, dilation,
                                     frame_size) is want
+
+
+def test_plain_conv3d_for_replaces_the_named_forms_then_restores():
+  rule = blocks_3d.conv3d_layer_for
+  with blocks_3d.plain_conv3d_for(_MG):
+    assert rule((3, 1, 1), 1, 1, (7, 7)) is _3D
+    assert rule((1, 1, 1), 1, 1, (7, 7)) is _MM
+    with blocks_3d.plain_conv3d_for():
+      assert rule((1, 1, 1), 1, 1, (7, 7)) is _3D
+      assert rule((5, 7, 7), (1, 2, 2), 1, (112, 112)) is _3D
+    # The inner block restores the outer one's choices.
+    assert rule((1, 1, 1), 1, 1, (7, 7)) is _MM
+    assert rule((3, 1, 1), 1, 1, (7, 7)) is _3D
+  assert rule((3, 1, 1), 1, 1, (7, 7)) is _MG
+  with pytest.raises(RuntimeError):
+    with blocks_3d.plain_conv3d_for():
+      raise RuntimeError('restored even on errors')
+  assert rule((5, 7, 7), (1, 2, 2), 1, (112, 112)) is _SF
 
 
 def test_conv3d_layer_for_rejects_bad_tuples():
