@@ -43,8 +43,9 @@ _MIN_SLICED_2D_AREA = 28 * 28
 # from `MatmulGradConv3D`: TF's CPU Conv3DBackpropFilter/Input kernels took
 # 3.1 of the 8.4 s of op time of a ConST-CL step (8 clips of 8x112x112, TF
 # profiler), ~2.4x the time of the forward Conv3D on the same convs. In the
-# whole step the custom gradients save 11-14% (`tools/benchmark.py
-# --sections=forms`; README, "Performance").
+# whole step the custom gradients save 3-5% by same-round ratio, 7-8% by
+# median step time (two runs of `tools/benchmark.py --sections=forms`;
+# README, "Performance").
 
 # Forms `conv3d_layer_for` must not return (inside `plain_conv3d_for`).
 _DISABLED_FORMS = set()
