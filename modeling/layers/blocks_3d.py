@@ -40,12 +40,11 @@ _MAX_MATMUL_TAPS = 9
 _MIN_SLICED_2D_AREA = 28 * 28
 # The remaining stride-1 convs (3x1x1 temporal convs everywhere, 1x3x3 convs
 # below 14x14) keep TensorFlow's Conv3D forward op but take their gradients
-# from `MatmulGradConv3D`: TF's CPU Conv3DBackpropFilter/Input kernels took
-# 3.1 of the 8.4 s of op time of a ConST-CL step (8 clips of 8x112x112, TF
-# profiler), ~2.4x the time of the forward Conv3D on the same convs. In the
-# whole step the custom gradients save 3-5% by same-round ratio, 7-8% by
-# median step time (two runs of `tools/benchmark.py --sections=forms`;
-# README, "Performance").
+# from `MatmulGradConv3D`: TF's CPU Conv3DBackpropFilter and -Input kernels
+# each took about twice the time of the forward Conv3D on the same convs in
+# a ConST-CL step (8 clips of 8x112x112; TF profiler, README "Performance").
+# In the whole step the custom gradients save 3-5% by same-round ratio, 7-8%
+# by median step time (two runs of `tools/benchmark.py --sections=forms`).
 
 # Forms `conv3d_layer_for` must not return (inside `plain_conv3d_for`).
 _DISABLED_FORMS = set()
@@ -506,9 +505,9 @@ class MatmulGradConv3D(_Conv3DForm):
   kernel gradient one matmul against shifted copies of the output gradient
   (`_conv3d_same_with_matmul_grads`); both equal Conv3D's gradients to
   float32 rounding. Why: TensorFlow's CPU Conv3DBackpropFilter and
-  Conv3DBackpropInput ran ~2.4x slower than the forward op on the same convs
-  and were the largest share of a ConST-CL train step (see the constants
-  above). Used for the stride-1 convs `conv3d_layer_for` does not send to
+  Conv3DBackpropInput each took about twice the time of the forward op on
+  the same convs, a third of the op time of a ConST-CL train step (see the
+  constants above). Used for the stride-1 convs `conv3d_layer_for` does not send to
   `StackedFramesConv3D`: 3x1x1 temporal convs, 1x3x3 convs below 14x14.
   Strided, 'valid' or even-sized kernels run the plain op. Compiles under
   XLA (conv, pad, slices, matmul).
