@@ -458,9 +458,9 @@ def benchmark_models(s: BenchmarkSettings, peak_gflops: float
 
 # `benchmark_forms` variants: name -> the forms replaced by TF's Conv3D.
 FORM_VARIANTS = (
-    ('all_forms', None),
+    ('all_forms', ()),
     ('without_matmul_grad', (blocks_3d.MatmulGradConv3D,)),
-    ('plain_conv3d', ()),
+    ('plain_conv3d', blocks_3d.CONV3D_FORMS),
 )
 
 
@@ -477,11 +477,8 @@ def benchmark_forms(s: BenchmarkSettings) -> Dict[str, Any]:
   benches = []
   for name, replaced in FORM_VARIANTS:
     gc.collect()
-    if replaced is None:
+    with blocks_3d.plain_conv3d_for(*replaced):
       bench = build_const_cl(*args)
-    else:
-      with blocks_3d.plain_conv3d_for(*replaced):
-        bench = build_const_cl(*args)
     bench.name = name
     benches.append(bench)
   time_round_robin(benches, s.warmup_steps, s.timed_steps)

@@ -105,11 +105,10 @@ def plain_conv3d_for(*forms):
 
   For measuring what a form gains in a whole model (tools/benchmark.py
   --sections=forms): layers built inside the block use TensorFlow's Conv3D
-  wherever the rule would pick one of `forms` (every form when none is
-  given). The choice is made when a layer is built, so build the model
-  inside the block.
+  wherever the rule would pick one of `forms` (none: the rule unchanged;
+  `*CONV3D_FORMS`: Conv3D everywhere). The choice is made when a layer is
+  built, so build the model inside the block.
   """
-  forms = forms or (StackedFramesConv3D, MatmulConv3D, MatmulGradConv3D)
   saved = set(_DISABLED_FORMS)
   _DISABLED_FORMS.update(forms)
   try:
@@ -518,3 +517,7 @@ class MatmulGradConv3D(_Conv3DForm):
         any(k % 2 == 0 for k in kernel.shape[:3])):
       return super(_Conv3DForm, self).convolution_op(inputs, kernel)
     return _conv3d_same_with_matmul_grads(inputs, tf.convert_to_tensor(kernel))
+
+
+# Every form `conv3d_layer_for` can return besides `Conv3D`.
+CONV3D_FORMS = (StackedFramesConv3D, MatmulConv3D, MatmulGradConv3D)

@@ -120,11 +120,8 @@ def test_form_variants_build_the_forms_they_name():
 
   classes = {}
   for name, replaced in benchmark.FORM_VARIANTS:
-    if replaced is None:
+    with blocks_3d.plain_conv3d_for(*replaced):
       classes[name] = conv_classes()
-    else:
-      with blocks_3d.plain_conv3d_for(*replaced):
-        classes[name] = conv_classes()
   forms = {blocks_3d.StackedFramesConv3D, blocks_3d.MatmulConv3D,
            blocks_3d.MatmulGradConv3D}
   assert classes['all_forms'] == forms

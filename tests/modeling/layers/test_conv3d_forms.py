@@ -236,7 +236,7 @@ def test_plain_conv3d_for_replaces_the_named_forms_then_restores():
   with blocks_3d.plain_conv3d_for(_MG):
     assert rule((3, 1, 1), 1, 1, (7, 7)) is _3D
     assert rule((1, 1, 1), 1, 1, (7, 7)) is _MM
-    with blocks_3d.plain_conv3d_for():
+    with blocks_3d.plain_conv3d_for(*blocks_3d.CONV3D_FORMS):
       assert rule((1, 1, 1), 1, 1, (7, 7)) is _3D
       assert rule((5, 7, 7), (1, 2, 2), 1, (112, 112)) is _3D
     # The inner block restores the outer one's choices.
@@ -244,7 +244,7 @@ def test_plain_conv3d_for_replaces_the_named_forms_then_restores():
     assert rule((3, 1, 1), 1, 1, (7, 7)) is _3D
   assert rule((3, 1, 1), 1, 1, (7, 7)) is _MG
   with pytest.raises(RuntimeError):
-    with blocks_3d.plain_conv3d_for():
+    with blocks_3d.plain_conv3d_for(*blocks_3d.CONV3D_FORMS):
       raise RuntimeError('restored even on errors')
   assert rule((5, 7, 7), (1, 2, 2), 1, (112, 112)) is _SF
 
