@@ -108,6 +108,12 @@ class ActionTransformerHead(hyperparams.Config):
   mlp_dim: int = 512
   roi_crop_size: int = 4
   dropout_rate: float = 0.3
+  # L2-normalize the features per position before the head, as the
+  # pretraining's ConST-CL decoder reads res5r (SPEC s.1) and the SiamFC head
+  # does. Raw pretrained res5r is ~10x the norm of a fresh backbone's, which
+  # left the head at the label prior on the toy AVA task (README, "Why
+  # pretraining does not help the toy AVA task").
+  normalize_features: bool = True
 
 
 @dataclasses.dataclass

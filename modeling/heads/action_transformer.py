@@ -37,6 +37,7 @@ class ActionTransformerHead(tf_keras.layers.Layer):
                mlp_dim: int = 512,
                roi_crop_size: int = 4,
                dropout_rate: float = 0.0,
+               normalize_features: bool = False,
                kernel_regularizer=None,
                **kwargs):
     """Initializes the head.
@@ -49,6 +50,9 @@ class ActionTransformerHead(tf_keras.layers.Layer):
       mlp_dim: hidden width of each block's MLP.
       roi_crop_size: ROIAlign output side before averaging to a vector.
       dropout_rate: dropout in the blocks and before the classifier.
+      normalize_features: L2-normalize the features per position (over
+        channels) before pooling and projecting them, as pretraining's local
+        head reads res5r; the head is then blind to the feature scale.
       kernel_regularizer: optional kernel regularizer of the dense layers.
       **kwargs: keras Layer arguments.
     """
@@ -61,8 +65,10 @@ class ActionTransformerHead(tf_keras.layers.Layer):
     self._config = dict(num_classes=num_classes, num_layers=num_layers,
                         num_heads=num_heads, hidden_dim=hidden_dim,
                         mlp_dim=mlp_dim, roi_crop_size=roi_crop_size,
-                        dropout_rate=dropout_rate)
+                        dropout_rate=dropout_rate,
+                        normalize_features=normalize_features)
     self._roi_crop_size = roi_crop_size
+    self._normalize_features = normalize_features
     self._query_projection = tf_keras.layers.Dense(
         hidden_dim, kernel_regularizer=kernel_regularizer, name='query_proj')
     # The query's box geometry tells the decoder where the person is, which
@@ -105,6 +111,8 @@ class ActionTransformerHead(tf_keras.layers.Layer):
       raise ValueError(f'ActionTransformerHead needs static T, H, W, got '
                        f'features of shape {features.shape}')
     features = tf.cast(features, tf.float32)
+    if self._normalize_features:
+      features = tf.math.l2_normalize(features, axis=-1)
     boxes = tf.cast(boxes, tf.float32)
     key = features[:, key_frame_index(t)]
     pooled = roi.roi_pool_vectors(key, boxes, self._roi_crop_size)
