@@ -37,7 +37,7 @@ class ActionTransformerHead(tf_keras.layers.Layer):
                mlp_dim: int = 512,
                roi_crop_size: int = 4,
                dropout_rate: float = 0.0,
-               normalize_features: bool = False,
+               normalize_features: bool = True,
                kernel_regularizer=None,
                **kwargs):
     """Initializes the head.

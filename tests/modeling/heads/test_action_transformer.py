@@ -53,20 +53,19 @@ def test_query_comes_from_the_key_frame_and_keys_from_the_clip():
   assert np.abs(head(feats, other)['logits'].numpy() - base).max() > 1e-4
 
 
-
 def test_normalize_features_reads_each_position_as_a_unit_vector():
-  head, feats, boxes = _head_and_inputs()
-  normalized = action_transformer.ActionTransformerHead(
+  normalized, feats, boxes = _head_and_inputs()  # normalizes by default
+  plain = action_transformer.ActionTransformerHead(
       num_classes=5, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=12,
-      roi_crop_size=2, dropout_rate=0.0, normalize_features=True)
-  head(feats, boxes)
+      roi_crop_size=2, dropout_rate=0.0, normalize_features=False)
   normalized(feats, boxes)
-  normalized.set_weights(head.get_weights())  # same head, only the switch
+  plain(feats, boxes)
+  plain.set_weights(normalized.get_weights())  # same head, only the switch
   f = feats.numpy()
   unit = f / np.linalg.norm(f, axis=-1, keepdims=True)
   # On features, the normalizing head equals the plain head on unit vectors.
   np.testing.assert_allclose(normalized(feats, boxes)['logits'].numpy(),
-                             head(tf.constant(unit), boxes)['logits'].numpy(),
+                             plain(tf.constant(unit), boxes)['logits'].numpy(),
                              rtol=1e-5, atol=1e-6)
   # So it is blind to a per-position positive scale; the plain head is not.
   scale = np.random.default_rng(2).uniform(0.5, 20.0, f.shape[:-1] + (1,))
@@ -74,10 +73,11 @@ def test_normalize_features_reads_each_position_as_a_unit_vector():
   np.testing.assert_allclose(normalized(scaled, boxes)['logits'].numpy(),
                              normalized(feats, boxes)['logits'].numpy(),
                              rtol=1e-4, atol=1e-5)
-  assert np.abs(head(scaled, boxes)['logits'].numpy() -
-                head(feats, boxes)['logits'].numpy()).max() > 1e-3
+  assert np.abs(plain(scaled, boxes)['logits'].numpy() -
+                plain(feats, boxes)['logits'].numpy()).max() > 1e-3
   assert normalized.get_config()['normalize_features'] is True
-  assert head.get_config()['normalize_features'] is False
+  assert plain.get_config()['normalize_features'] is False
+
 
 def _np_loss(labels, logits, mask, num_valid=None):
   # Independent reference: BCE = max(x, 0) - x*z + log(1 + exp(-|x|)).
