@@ -506,8 +506,9 @@ class MatmulGradConv3D(_Conv3DForm):
   float32 rounding. Why: TensorFlow's CPU Conv3DBackpropFilter and
   Conv3DBackpropInput each took about twice the time of the forward op on
   the same convs, a third of the op time of a ConST-CL train step (see the
-  constants above). Used for the stride-1 convs `conv3d_layer_for` does not send to
-  `StackedFramesConv3D`: 3x1x1 temporal convs, 1x3x3 convs below 14x14.
+  constants above). Used for the stride-1 convs `conv3d_layer_for` does not
+  send to `StackedFramesConv3D`: 3x1x1 temporal convs, 1x3x3 convs below
+  14x14.
   Strided, 'valid' or even-sized kernels run the plain op. Compiles under
   XLA (conv, pad, slices, matmul).
   """
