@@ -20,6 +20,21 @@ from official.vision.configs import backbones_3d
 R3D50_TEMPORAL_KERNEL_SIZES = (1, 1, 1) + (1, 1, 1, 1) + (3,) * 6 + (3, 3, 3)
 
 
+# `freeze_until` of the pretraining and tracking models: the backbone stages
+# their train steps keep fixed, from the input side. '' none, '2' stem +
+# res2, '3' stem + res2 + res3.
+FREEZE_UNTIL = ('', '2', '3')
+
+
+def freeze_until_endpoint(value) -> str:
+  """A `freeze_until` value as an endpoint name ('' for none).
+
+  `--params_override=task.model.freeze_until=2` parses to the int 2 (and an
+  empty value to None); both mean the same as the strings.
+  """
+  return '' if value is None else str(value)
+
+
 @dataclasses.dataclass
 class ResNet3DY(hyperparams.Config):
   """Config of the R3D "Y" backbone (res5 duplicated into res5g and res5r).

@@ -111,6 +111,10 @@ class ConstCLModel(hyperparams.Config):
   loss_endpoints: str = 'y'  # y | c5 | c4p
   region_frame: str = 'center'  # center | random | nearest
   local_loss: str = 'const_cl'  # const_cl | region | dense | none (CVRL)
+  # Backbone stages the train step keeps at their initial values: ''
+  # (none, the paper) | '2' (stem + res2) | '3' (stem + res2 + res3). The toy
+  # benchmark pretrains with '3' (README, "Toy-world benchmark").
+  freeze_until: str = ''
 
 
 @dataclasses.dataclass
@@ -153,6 +157,10 @@ def validate_pretrain_task(task: ConstCLPretrainTask) -> None:
       ('task.model.local_loss', model.local_loss, LOCAL_LOSSES)):
     if value not in allowed:
       raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
+  if backbones.freeze_until_endpoint(model.freeze_until) not in (
+      backbones.FREEZE_UNTIL):
+    raise ValueError(f'task.model.freeze_until must be one of '
+                     f'{backbones.FREEZE_UNTIL}, got {model.freeze_until!r}')
   duplicate = model.backbone.resnet_3d_y.duplicate_res5
   if model.loss_endpoints == 'y' and not duplicate and (
       model.local_loss != 'none'):

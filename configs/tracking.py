@@ -167,9 +167,10 @@ def validate_tracking_task(task: SiamFCTrackingTask) -> None:
   if model.feature_endpoint not in FEATURE_ENDPOINTS:
     raise ValueError(f'task.model.feature_endpoint must be one of '
                      f'{FEATURE_ENDPOINTS}, got {model.feature_endpoint!r}')
-  if model.freeze_until not in ('', '2', '3'):
-    raise ValueError(f"task.model.freeze_until must be '', '2' or '3', got "
-                     f'{model.freeze_until!r}')
+  if backbones.freeze_until_endpoint(model.freeze_until) not in (
+      backbones.FREEZE_UNTIL):
+    raise ValueError(f'task.model.freeze_until must be one of '
+                     f'{backbones.FREEZE_UNTIL}, got {model.freeze_until!r}')
   if model.adjust_channels < 0:
     raise ValueError(f'task.model.adjust_channels must be >= 0, got '
                      f'{model.adjust_channels}')

@@ -51,6 +51,7 @@ import tf_keras
 from official.vision.modeling import factory_3d
 from official.vision.modeling.backbones import factory as backbone_factory
 
+from modeling.backbones import branch_loading
 from modeling.heads import siamfc
 
 TOTAL_STRIDE = 8
@@ -155,9 +156,6 @@ class SiamFCTrackingModel(tf_keras.Model):
       raise ValueError(f'centre_slice ({centre_slice}) outside the '
                        f'{num_frames}-frame clip')
     siamfc.response_size(exemplar_size, search_size, TOTAL_STRIDE)
-    if freeze_until not in ('', '2', '3'):
-      raise ValueError(f"freeze_until must be '', '2' or '3', got "
-                       f'{freeze_until!r}')
     self._backbone = backbone
     # A functional sub-model over the same layers: only the path to the
     # chosen endpoint is computed (the other res5 branch is skipped).
@@ -170,10 +168,8 @@ class SiamFCTrackingModel(tf_keras.Model):
     if adjust_channels:
       self._adjust = tf_keras.layers.Conv2D(
           adjust_channels, 1, use_bias=True, name='adjust')
-    self._frozen_ids = set()
-    if freeze_until:
-      frozen = tf_keras.Model(backbone.inputs, backbone.output[freeze_until])
-      self._frozen_ids = {id(v) for v in frozen.trainable_variables}
+    self._frozen_ids = branch_loading.frozen_variable_ids(backbone,
+                                                          freeze_until)
     self._normalize_features = normalize_features
     self._feature_endpoint = feature_endpoint
     self._num_frames = num_frames

@@ -16,6 +16,7 @@ from dataloaders import region_sources
 from dataloaders import ssl_parser
 from dataloaders import toy_world
 from modeling import const_cl_model  # pylint: disable=unused-import
+from modeling.backbones import branch_loading
 from modeling.losses import contrastive
 
 # Diagnostics reported for training and validation, in this order.
@@ -140,6 +141,19 @@ def l2_weight_decay(model: tf_keras.Model) -> tf.Tensor:
   if not kernels:
     return tf.constant(0.0)
   return tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in kernels])
+
+
+def trainable_variables(model: tf_keras.Model,
+                        freeze_until: str) -> List[tf.Variable]:
+  """The variables a train step updates: all but the frozen backbone stages.
+
+  Args:
+    model: The pretraining model (with a `backbone`).
+    freeze_until: `task.model.freeze_until`: '' (everything trains), '2'
+      (stem and res2 keep their initial values) or '3' (res3 too).
+  """
+  frozen = branch_loading.frozen_variable_ids(model.backbone, freeze_until)
+  return [v for v in model.trainable_variables if id(v) not in frozen]
 
 
 def compute_losses(outputs: Mapping[str, Any], model: tf_keras.Model,
@@ -349,7 +363,7 @@ class ConstCLPretrainTask(base_task.Task):
       scaled_loss = total_loss / num_replicas
       if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
         scaled_loss = optimizer.get_scaled_loss(scaled_loss)
-    tvars = model.trainable_variables
+    tvars = trainable_variables(model, self.task_config.model.freeze_until)
     grads = tape.gradient(scaled_loss, tvars)
     if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
       grads = optimizer.get_unscaled_gradients(grads)

@@ -158,6 +158,13 @@ QUICK_BUDGET = Budget(pretrain_steps=10, linear_eval_steps=10, ava_steps=10,
 AVA_SETTING = {'task.model.backbone.resnet_3d_y.dilate_res4_res5': True}
 
 
+# Both pretrainings keep the stem, res2 and res3 at their random
+# initialization (`task.model.freeze_until`): trained on the toy world, the
+# early stages hold every downstream AVA run below random initialization
+# (README, "Frozen early stages in pretraining").
+PRETRAIN_SETTING = {'task.model.freeze_until': '3'}
+
+
 def ava_overrides(budget: Budget) -> Dict[str, Any]:
   """The AVA runs' data and backbone setting (every backbone alike)."""
   out = dict(AVA_SETTING)
@@ -325,8 +332,10 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
 
     pretrain_dirs = {}
     for backbone in ('cvrl', 'const_cl'):
+      overrides = dict(PRETRAIN_SETTING)
+      overrides.update(trainer_overrides(PRETRAIN, budget.pretrain_steps))
       run = spec(PRETRAIN, backbone, EXPERIMENTS[(PRETRAIN, backbone)],
-                 trainer_overrides(PRETRAIN, budget.pretrain_steps))
+                 overrides)
       pretrain_dirs[backbone] = run
       runs.append(run)
     for stage in (LINEAR_EVAL, AVA, TRACKING):

@@ -19,14 +19,17 @@ what was expected.
 
 `reset_stages` (with `stage_layers`) puts chosen stages of a backbone back to
 a fresh initialization, for experiments on which pretrained stages a
-downstream task uses (`tools/reset_backbone_stages.py`).
+downstream task uses (`tools/reset_backbone_stages.py`);
+`frozen_variable_ids` names the variables of the early stages a train step
+keeps fixed (`freeze_until`).
 """
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Set, Tuple
 
 from absl import logging
 import tensorflow as tf
 import tf_keras
 
+from configs import backbones as backbones_cfg
 from modeling.layers import blocks_3d
 
 BRANCH_ENDPOINTS = {'res5g': '5g', 'res5r': '5r'}
@@ -123,6 +126,27 @@ def layers_between(model: tf_keras.Model, output, stop) -> List[
     seen.add(id(layer))
     stack.extend(inputs)
   return [l for l in model.layers if id(l) in seen and l.weights]
+
+
+def frozen_variable_ids(backbone: tf_keras.Model, freeze_until: str
+                        ) -> Set[int]:
+  """ids of the trainable variables from the input up to `freeze_until`.
+
+  '2' covers the stem and res2, '3' also res3, '' nothing. A train step
+  drops these from the variables it updates; batch norm in them still runs
+  in training mode (its moving statistics update).
+
+  Raises:
+    ValueError: for a value outside `configs.backbones.FREEZE_UNTIL`.
+  """
+  freeze_until = backbones_cfg.freeze_until_endpoint(freeze_until)
+  if freeze_until not in backbones_cfg.FREEZE_UNTIL:
+    raise ValueError(f'freeze_until must be one of '
+                     f'{backbones_cfg.FREEZE_UNTIL}, got {freeze_until!r}')
+  if not freeze_until:
+    return set()
+  layers = layers_between(backbone, backbone.output[freeze_until], [])
+  return {id(v) for l in layers for v in l.trainable_weights}
 
 
 def branch_layers(backbone: tf_keras.Model, endpoint: str

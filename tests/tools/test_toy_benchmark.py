@@ -198,8 +198,11 @@ def test_plan_runs(tmp_path):
   assert '--seed=1' in pre.argv and '--mode=train_and_eval' in pre.argv
   assert by_name['seed1/pretrain/const_cl'].experiment == (
       'const_cl_pretrain_toy')
-  # Same budget for both pretrainings.
+  # Same budget for both pretrainings, both with stem to res3 frozen.
   assert pre.overrides == by_name['seed1/pretrain/const_cl'].overrides
+  assert pre.overrides['task.model.freeze_until'] == '3'
+  assert not [r.name for r in runs if r.stage != tb.PRETRAIN and
+              'task.model.freeze_until' in r.overrides]
   ava = by_name['seed1/ava/cvrl']
   assert ava.depends_on == ['seed1/pretrain/cvrl']
   assert ava.overrides['task.init_checkpoint'] == pre.model_dir
