@@ -46,8 +46,13 @@ def _stem(model):
   return conv, bn
 
 
-def test_freeze_until_2_keeps_stem_and_res2_and_trains_the_rest():
-  model, before, after = _step('2')
+@pytest.fixture(scope='module')
+def frozen_step():
+  return _step('2')
+
+
+def test_freeze_until_2_keeps_stem_and_res2_and_trains_the_rest(frozen_step):
+  model, before, after = frozen_step
   frozen = branch_loading.frozen_variable_ids(model.backbone, '2')
   # Stem: conv kernel + BN gamma / beta; the one res2 block: 3 convs and the
   # projection shortcut, each kernel + BN gamma / beta: 3 + 12.
@@ -73,8 +78,8 @@ def test_without_freeze_the_stem_trains():
   assert not np.array_equal(after[id(conv.kernel)], before[id(conv.kernel)])
 
 
-def test_freeze_until_3_adds_res3():
-  model = task_factory.get_task(_config('3').task).build_model()
+def test_freeze_until_3_adds_res3(frozen_step):
+  model = frozen_step[0]
   two = branch_loading.frozen_variable_ids(model.backbone, '2')
   three = branch_loading.frozen_variable_ids(model.backbone, '3')
   # The one res3 block: 3 convs + projection shortcut, kernel + gamma / beta.
