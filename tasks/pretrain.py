@@ -235,6 +235,13 @@ class ConstCLPretrainTask(base_task.Task):
     # Create every variable now (the model is subclassed), so checkpoints
     # and the optimizer see them before the first distributed step.
     model(self.dummy_inputs(data, batch_size=2), training=False)
+    freeze_until = self.task_config.model.freeze_until
+    if freeze_until:
+      logging.info('task.model.freeze_until=%s: the train step keeps %d of '
+                   'the %d trainable variables fixed', freeze_until,
+                   len(model.trainable_variables) -
+                   len(trainable_variables(model, freeze_until)),
+                   len(model.trainable_variables))
     return model
 
   @staticmethod
