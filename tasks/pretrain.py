@@ -148,10 +148,13 @@ def trainable_variables(model: tf_keras.Model,
   """The variables a train step updates: all but the frozen backbone stages.
 
   Args:
-    model: The pretraining model (with a `backbone`).
+    model: The pretraining model (with a `backbone` if `freeze_until`).
     freeze_until: `task.model.freeze_until`: '' (everything trains), '2'
       (stem and res2 keep their initial values) or '3' (res3 too).
   """
+  if not freeze_until:
+    # No backbone lookup: any model (e.g. a test's wrapper) trains as is.
+    return model.trainable_variables
   frozen = branch_loading.frozen_variable_ids(model.backbone, freeze_until)
   return [v for v in model.trainable_variables if id(v) not in frozen]
 
