@@ -35,6 +35,13 @@ def freeze_until_endpoint(value) -> str:
   return '' if value is None else str(value)
 
 
+def check_freeze_until(value) -> None:
+  """Raises a ValueError naming `task.model.freeze_until` if `value` is bad."""
+  if freeze_until_endpoint(value) not in FREEZE_UNTIL:
+    raise ValueError(f'task.model.freeze_until must be one of '
+                     f'{FREEZE_UNTIL}, got {value!r}')
+
+
 @dataclasses.dataclass
 class ResNet3DY(hyperparams.Config):
   """Config of the R3D "Y" backbone (res5 duplicated into res5g and res5r).

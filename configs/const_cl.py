@@ -157,10 +157,7 @@ def validate_pretrain_task(task: ConstCLPretrainTask) -> None:
       ('task.model.local_loss', model.local_loss, LOCAL_LOSSES)):
     if value not in allowed:
       raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
-  if backbones.freeze_until_endpoint(model.freeze_until) not in (
-      backbones.FREEZE_UNTIL):
-    raise ValueError(f'task.model.freeze_until must be one of '
-                     f'{backbones.FREEZE_UNTIL}, got {model.freeze_until!r}')
+  backbones.check_freeze_until(model.freeze_until)
   duplicate = model.backbone.resnet_3d_y.duplicate_res5
   if model.loss_endpoints == 'y' and not duplicate and (
       model.local_loss != 'none'):

@@ -167,10 +167,7 @@ def validate_tracking_task(task: SiamFCTrackingTask) -> None:
   if model.feature_endpoint not in FEATURE_ENDPOINTS:
     raise ValueError(f'task.model.feature_endpoint must be one of '
                      f'{FEATURE_ENDPOINTS}, got {model.feature_endpoint!r}')
-  if backbones.freeze_until_endpoint(model.freeze_until) not in (
-      backbones.FREEZE_UNTIL):
-    raise ValueError(f'task.model.freeze_until must be one of '
-                     f'{backbones.FREEZE_UNTIL}, got {model.freeze_until!r}')
+  backbones.check_freeze_until(model.freeze_until)
   if model.adjust_channels < 0:
     raise ValueError(f'task.model.adjust_channels must be >= 0, got '
                      f'{model.adjust_channels}')

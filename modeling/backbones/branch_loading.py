@@ -23,7 +23,7 @@ downstream task uses (`tools/reset_backbone_stages.py`);
 `frozen_variable_ids` names the variables of the early stages a train step
 keeps fixed (`freeze_until`).
 """
-from typing import Callable, Dict, List, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Sequence, Set, Tuple, Union
 
 from absl import logging
 import tensorflow as tf
@@ -128,8 +128,8 @@ def layers_between(model: tf_keras.Model, output, stop) -> List[
   return [l for l in model.layers if id(l) in seen and l.weights]
 
 
-def frozen_variable_ids(backbone: tf_keras.Model, freeze_until: str
-                        ) -> Set[int]:
+def frozen_variable_ids(backbone: tf_keras.Model,
+                        freeze_until: Union[str, int, None]) -> Set[int]:
   """ids of the trainable variables from the input up to `freeze_until`.
 
   '2' covers the stem and res2, '3' also res3, '' nothing. A train step
