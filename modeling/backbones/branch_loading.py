@@ -139,10 +139,8 @@ def frozen_variable_ids(backbone: tf_keras.Model,
   Raises:
     ValueError: for a value outside `configs.backbones.FREEZE_UNTIL`.
   """
+  backbones_cfg.check_freeze_until(freeze_until)
   freeze_until = backbones_cfg.freeze_until_endpoint(freeze_until)
-  if freeze_until not in backbones_cfg.FREEZE_UNTIL:
-    raise ValueError(f'freeze_until must be one of '
-                     f'{backbones_cfg.FREEZE_UNTIL}, got {freeze_until!r}')
   if not freeze_until:
     return set()
   layers = layers_between(backbone, backbone.output[freeze_until], [])
