@@ -17,7 +17,9 @@ Usage:
 
 `--checkpoint` is a checkpoint file prefix or a model_dir (its latest
 checkpoint): a fine-tuned tracking checkpoint, or a pretraining one (then
-the SiamFC head keeps its initial values). `--dataset_dir` defaults to the
+the SiamFC head keeps its initial values: tracking with the frozen
+pretrained features); empty tracks with a random initialization. With
+`--seed` the initial values are reproducible. `--dataset_dir` defaults to the
 experiment's `task.eval_dir` (for the toy experiment: the toy OTB folder,
 created on first use). Each results file has one `x,y,w,h` line per frame.
 """
@@ -32,6 +34,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app
 from absl import flags
 from absl import logging
+import tf_keras
 
 from official.core import exp_factory
 from official.modeling import hyperparams
@@ -59,6 +62,10 @@ _DATASET_DIR = flags.DEFINE_string(
     'dataset_dir', None, 'Folder of sequences; default task.eval_dir.')
 _RESULTS_DIR = flags.DEFINE_string('results_dir', None,
                                    'Where <Seq>.txt results are written.')
+_SEED = flags.DEFINE_integer(
+    'seed', None, 'Seeds Python, NumPy and TensorFlow before the model is '
+    'built (as train.py --seed): a random-init baseline (no --checkpoint) or '
+    'a pretraining checkpoint\'s fresh SiamFC head is then reproducible.')
 _EVALUATE = flags.DEFINE_bool(
     'evaluate', False, 'After --dataset_dir tracking, print the OTB metrics '
     '(and write them to <results_dir>/otb_metrics.json).')
@@ -91,6 +98,8 @@ def main(argv):
   if not _SEQUENCE_DIR.value and not _RESULTS_DIR.value:
     raise app.UsageError('give --sequence_dir/--output or --results_dir '
                          '(with --dataset_dir or the experiment eval_dir)')
+  if _SEED.value is not None:
+    tf_keras.utils.set_random_seed(_SEED.value)
   model = tracking.build_model_from_config(params.task, _CHECKPOINT.value)
   tracker_kwargs = tracking.tracker_kwargs_from_config(params.task)
 

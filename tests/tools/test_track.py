@@ -81,3 +81,27 @@ def test_track_rejects_short_results(tmp_path):
       timeout=300)
   assert proc.returncode != 0
   assert 'Toy001.txt has 2 boxes' in proc.stderr
+
+
+def test_track_seed_reproduces_a_random_init_tracker(tmp_path):
+  """`--seed` fixes the random-init baseline: two runs, identical boxes.
+
+  Unseeded, two random-init trackers on this 8-frame sequence end in
+  different places (checked when the flag was added: x = -6.5 and 57.5 on
+  the last frame), so equal files come from the seed.
+  """
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2')
+  otb_dir = str(tmp_path / 'otb')
+  toy_world.write_tracking_sequences(
+      otb_dir, 1, seed=3, spec=toy_world.ToyWorldSpec(num_frames=8),
+      layout='otb')
+  texts = []
+  for run in ('a', 'b'):
+    out = str(tmp_path / f'{run}.txt')
+    _run(['tools/track.py', '--experiment=const_cl_tracking_toy', '--seed=3',
+          f'--sequence_dir={os.path.join(otb_dir, "Toy001")}',
+          f'--output={out}'], env)
+    with open(out) as f:
+      texts.append(f.read())
+  assert len(texts[0].splitlines()) == 8
+  assert texts[0] == texts[1]
