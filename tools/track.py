@@ -18,10 +18,11 @@ Usage:
 `--checkpoint` is a checkpoint file prefix or a model_dir (its latest
 checkpoint): a fine-tuned tracking checkpoint, or a pretraining one (then
 the SiamFC head keeps its initial values: tracking with the frozen
-pretrained features); empty tracks with a random initialization. With
-`--seed` the initial values are reproducible. `--dataset_dir` defaults to the
-experiment's `task.eval_dir` (for the toy experiment: the toy OTB folder,
-created on first use). Each results file has one `x,y,w,h` line per frame.
+pretrained features; the head's initial values are constants); empty
+tracks with a random initialization, reproducible with `--seed`.
+`--dataset_dir` defaults to the experiment's `task.eval_dir` (for the toy
+experiment: the toy OTB folder, created on first use). Each results file has
+one `x,y,w,h` line per frame.
 """
 import json
 import os
@@ -64,8 +65,8 @@ _RESULTS_DIR = flags.DEFINE_string('results_dir', None,
                                    'Where <Seq>.txt results are written.')
 _SEED = flags.DEFINE_integer(
     'seed', None, 'Seeds Python, NumPy and TensorFlow before the model is '
-    'built (as train.py --seed): a random-init baseline (no --checkpoint) or '
-    'a pretraining checkpoint\'s fresh SiamFC head is then reproducible.')
+    'built (as train.py --seed), so that a random-init tracker (empty '
+    '--checkpoint) is reproducible.')
 _EVALUATE = flags.DEFINE_bool(
     'evaluate', False, 'After --dataset_dir tracking, print the OTB metrics '
     '(and write them to <results_dir>/otb_metrics.json).')
