@@ -16,10 +16,10 @@ Usage:
       --results_dir=/tmp/otb_results
 
 `--checkpoint` is a checkpoint file prefix or a model_dir (its latest
-checkpoint): a fine-tuned tracking checkpoint, or a pretraining one (then
-the SiamFC head keeps its initial values: tracking with the frozen
-pretrained features; the head's initial values are constants); empty
-tracks with a random initialization, reproducible with `--seed`.
+checkpoint): a fine-tuned tracking checkpoint, or a pretraining one
+(tracking with the frozen pretrained features; the SiamFC head keeps its
+constant initial values); empty tracks with a random initialization,
+reproducible with `--seed`.
 `--dataset_dir` defaults to the experiment's `task.eval_dir` (for the toy
 experiment: the toy OTB folder, created on first use). Each results file has
 one `x,y,w,h` line per frame.

@@ -12,7 +12,8 @@ from dataloaders import tracking_readers
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
-def _run(args, env):
+def _run(args):
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2')
   proc = subprocess.run([sys.executable] + args, cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -20,7 +21,6 @@ def _run(args, env):
 
 
 def test_train_track_and_evaluate_toy(tmp_path):
-  env = dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2')
   model_dir = str(tmp_path / 'model')
   cache = str(tmp_path / 'cache')
   _run(['train.py', '--experiment=const_cl_tracking_toy', '--mode=train',
@@ -32,8 +32,7 @@ def test_train_track_and_evaluate_toy(tmp_path):
             'task.toy_world.num_eval_sequences=1',
             'task.train_data.global_batch_size=2',
             'trainer.train_steps=2', 'trainer.steps_per_loop=1',
-            'trainer.summary_interval=1', 'trainer.checkpoint_interval=2'])],
-       env)
+            'trainer.summary_interval=1', 'trainer.checkpoint_interval=2'])])
   assert os.path.isfile(os.path.join(model_dir, 'ckpt-2.index'))
 
   # A short OTB-layout toy sequence (6 frames).
@@ -46,7 +45,7 @@ def test_train_track_and_evaluate_toy(tmp_path):
         f'--checkpoint={model_dir}',
         f'--sequence_dir={os.path.join(otb_dir, "Toy001")}',
         f'--output={os.path.join(results, "Toy001.txt")}',
-        '--params_override=task.tracker.num_scales=1'], env)
+        '--params_override=task.tracker.num_scales=1'])
   boxes = tracking_readers.read_box_file(os.path.join(results, 'Toy001.txt'))
   gt = tracking_readers.read_otb_sequence(os.path.join(otb_dir, 'Toy001'))
   assert boxes.shape == (6, 4)
@@ -55,7 +54,7 @@ def test_train_track_and_evaluate_toy(tmp_path):
 
   metrics = str(tmp_path / 'otb.json')
   _run(['tools/otb_eval.py', f'--dataset_dir={otb_dir}',
-        f'--results_dir={results}', f'--output_json={metrics}'], env)
+        f'--results_dir={results}', f'--output_json={metrics}'])
   with open(metrics) as f:
     result = json.load(f)
   assert 0.0 <= result['precision'] <= 1.0
@@ -90,7 +89,6 @@ def test_track_seed_reproduces_a_random_init_tracker(tmp_path):
   different places (checked when the flag was added: x = -6.5 and 57.5 on
   the last frame), so equal files come from the seed.
   """
-  env = dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2')
   otb_dir = str(tmp_path / 'otb')
   toy_world.write_tracking_sequences(
       otb_dir, 1, seed=3, spec=toy_world.ToyWorldSpec(num_frames=8),
@@ -100,7 +98,7 @@ def test_track_seed_reproduces_a_random_init_tracker(tmp_path):
     out = str(tmp_path / f'{run}.txt')
     _run(['tools/track.py', '--experiment=const_cl_tracking_toy', '--seed=3',
           f'--sequence_dir={os.path.join(otb_dir, "Toy001")}',
-          f'--output={out}'], env)
+          f'--output={out}'])
     with open(out) as f:
       texts.append(f.read())
   assert len(texts[0].splitlines()) == 8
