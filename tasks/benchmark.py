@@ -26,6 +26,12 @@ shared, loaded machine better than the absolute numbers do:
   conv forms of `modeling/layers/blocks_3d.py` against the same model built
   with TensorFlow's Conv3D in place of one form (`MatmulGradConv3D`) and of
   every form, timed round-robin: what the forms gain in the whole step.
+* tracker (`--sections=tracker`, not run by default): the toy OTB
+  evaluation's tracking loop, one SiamFC tracker reused for every sequence
+  (what `tasks/tracking.track_dataset` does) against a new tracker per
+  sequence (what it did before, which retraced the tracker's tf.functions
+  for every sequence), alternating rounds on the same random-init model and
+  toy sequences; the boxes of the two must be equal.
 * scaling of our step with batch and frames, and memory: CPU allocator stats
   are not available in TF (`get_memory_info('CPU:0')` raises), so memory is
   the process resident set size (psutil) sampled every 10 ms during the timed
@@ -62,7 +68,10 @@ from dataloaders import ssl_parser
 from dataloaders import video_records
 from modeling.backbones import resnet_3d_y
 from modeling.layers import blocks_3d
+from dataloaders import tracking_readers
 from tasks import pretrain  # pylint: disable=unused-import
+from tasks import tracking
+from tasks import tracking_inference
 
 try:
   import psutil  # pylint: disable=g-import-not-at-top
@@ -110,6 +119,8 @@ class BenchmarkSettings:
   pipeline_warmup_batches: int = 2
   pipeline_timed_batches: int = 6
   pipeline_rounds: int = 2
+  tracker_sequences: int = 8
+  tracker_rounds: int = 2
 
 
 def full_settings() -> BenchmarkSettings:
@@ -125,7 +136,7 @@ def quick_settings() -> BenchmarkSettings:
       pipeline_videos=4, pipeline_source_frames=16,
       pipeline_source_size=(64, 85), pipeline_frames=4, pipeline_crop=32,
       pipeline_batch=2, pipeline_warmup_batches=1, pipeline_timed_batches=2,
-      pipeline_rounds=1)
+      pipeline_rounds=1, tracker_sequences=2, tracker_rounds=1)
 
 
 # ----------------------------------------------------------------- measuring
@@ -493,6 +504,54 @@ def benchmark_forms(s: BenchmarkSettings) -> Dict[str, Any]:
   return out
 
 
+def track_all(model, sequences, tracker_kwargs: Dict[str, Any],
+              shared: bool) -> Dict[str, np.ndarray]:
+  """Boxes of every sequence, with one tracker (`shared`) or one each."""
+  boxes = {}
+  tracker = tracking.make_tracker(model, **tracker_kwargs) if shared else None
+  for sequence in sequences:
+    boxes[sequence.name] = tracking_inference.track_sequence(
+        sequence, tracker=tracker or tracking.make_tracker(
+            model, **tracker_kwargs))
+  return boxes
+
+
+def benchmark_tracker(s: BenchmarkSettings) -> Dict[str, Any]:
+  """Toy OTB tracking: one tracker for all sequences vs a new one each.
+
+  `const_cl_tracking_toy`'s model at a seeded random initialization tracks
+  the first `s.tracker_sequences` of its toy OTB sequences (the toy cache,
+  created on first use), in `s.tracker_rounds` rounds of (new tracker per sequence,
+  shared tracker). `speedup_shared_vs_per_sequence` is the median over
+  rounds of the per-sequence time / the shared time; `boxes_equal` says
+  whether both ways gave exactly the same boxes in every round.
+  """
+  params = exp_factory.get_exp_config('const_cl_tracking_toy')
+  tf_keras.utils.set_random_seed(0)
+  model = tracking.build_model_from_config(params.task, checkpoint=None)
+  kwargs = tracking.tracker_kwargs_from_config(params.task)
+  sequences = tracking_readers.list_sequences(
+      tracking.resolve_dirs(params.task)['eval'])[:s.tracker_sequences]
+  times = {'per_sequence': [], 'shared': []}
+  equal = True
+  for _ in range(s.tracker_rounds):
+    boxes = {}
+    for way in times:
+      t0 = time.perf_counter()
+      boxes[way] = track_all(model, sequences, kwargs, way == 'shared')
+      times[way].append(time.perf_counter() - t0)
+    equal = equal and all(np.array_equal(boxes['shared'][k], v)
+                          for k, v in boxes['per_sequence'].items())
+  return {
+      'sequences': len(sequences),
+      'frames': int(sum(len(q.frame_paths) for q in sequences)),
+      'seconds': times,
+      'speedup_shared_vs_per_sequence': _median_ratio(
+          times['per_sequence'], times['shared']),
+      'boxes_equal': bool(equal),
+  }
+
+
 def benchmark_scaling(s: BenchmarkSettings, peak_gflops: float,
                       main: Optional[Dict[str, Any]] = None
                       ) -> List[Dict[str, Any]]:
@@ -714,6 +773,9 @@ def run_benchmark(settings: BenchmarkSettings,
   if 'forms' in sections:
     result['forms'] = benchmark_forms(settings)
     logging.info('forms: %s', result['forms'])
+  if 'tracker' in sections:
+    result['tracker'] = benchmark_tracker(settings)
+    logging.info('tracker: %s', result['tracker'])
   if 'scaling' in sections:
     main = result['models']['const_cl'] if 'models' in result else None
     result['scaling'] = benchmark_scaling(settings, peak, main)

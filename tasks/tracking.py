@@ -367,8 +367,10 @@ def track_sequence_dir(model: tracking_model.SiamFCTrackingModel,
     ValueError: naming the sequence (and frame) when it cannot be read.
   """
   results = {}
+  # One tracker for all targets: `init` resets its state, and its
+  # tf.functions are traced once instead of once per target.
+  tracker = make_tracker(model, **(tracker_kwargs or {}))
   for sequence in tracking_readers.read_sequence(sequence_dir):
-    tracker = make_tracker(model, **(tracker_kwargs or {}))
     start = time.time()
     results[sequence.name] = tracking_inference.track_sequence(
         sequence, tracker=tracker)
@@ -390,8 +392,12 @@ def track_dataset(model: tracking_model.SiamFCTrackingModel,
   if not sequences:
     raise ValueError(f'no tracking sequence found in {dataset_dir}')
   os.makedirs(results_dir, exist_ok=True)
+  # One tracker for every sequence: `SiamFCTracker.init` resets all of its
+  # per-sequence state, and the tf.functions of `make_tracker` are traced
+  # once (a tracker per sequence retraced them each time: about a quarter
+  # of a toy OTB evaluation; `tools/benchmark.py --sections=tracker`).
+  tracker = make_tracker(model, **(tracker_kwargs or {}))
   for sequence in sequences:
-    tracker = make_tracker(model, **(tracker_kwargs or {}))
     boxes = tracking_inference.track_sequence(sequence, tracker=tracker)
     tracking_inference.write_results(
         os.path.join(results_dir, f'{sequence.name}.txt'), boxes)

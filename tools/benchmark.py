@@ -11,6 +11,7 @@ Usage (from the repo root):
   python tools/benchmark.py --output_json /tmp/bench.json --quick  # ~2 min
   python tools/benchmark.py --output_json /tmp/b.json --sections=models
   python tools/benchmark.py --output_json /tmp/f.json --sections=forms
+  python tools/benchmark.py --output_json /tmp/t.json --sections=tracker
 """
 import json
 import os
@@ -29,14 +30,16 @@ flags.DEFINE_string('output_json', None, 'Where to write the results (JSON).')
 flags.DEFINE_bool('quick', False, 'Tiny backbone, small inputs, few steps.')
 flags.DEFINE_list('sections', ['models', 'pipeline', 'scaling'],
                   'Which parts to run: models, pipeline, scaling, forms '
-                  '(the conv forms vs plain Conv3D; not in the default).')
+                  '(the conv forms vs plain Conv3D), tracker (toy OTB '
+                  'tracking, one tracker vs one per sequence); the last two '
+                  'are not in the default.')
 flags.DEFINE_integer('timed_steps', None, 'Override the timed steps.')
 flags.mark_flag_as_required('output_json')
 
 
 def main(argv):
   del argv
-  allowed = {'models', 'pipeline', 'scaling', 'forms'}
+  allowed = {'models', 'pipeline', 'scaling', 'forms', 'tracker'}
   if not set(FLAGS.sections) <= allowed:
     raise app.UsageError(f'--sections must be among {sorted(allowed)}, got '
                          f'{FLAGS.sections}')
@@ -50,6 +53,8 @@ def main(argv):
   print(json.dumps({k: result[k] for k in (
       'step_ratio_vs_bare', 'mfu', 'pipeline_speedup_vs_video_ssl',
       'loadavg_start', 'wall_seconds')}, indent=2))
+  if 'tracker' in result:
+    print(json.dumps({'tracker': result['tracker']}, indent=2))
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 import glob
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -183,3 +184,38 @@ def test_evaluate_tracker_on_otb_toy(tmp_path):
   assert 0.0 <= result['precision'] <= 1.0
   assert 0.0 <= result['success'] <= 1.0
   assert list(result['per_sequence']) == ['Toy001']
+
+
+def test_track_dataset_reuses_one_tracker_with_equal_boxes(tmp_path,
+                                                           monkeypatch):
+  params = _toy_params(tmp_path)
+  params.task.toy_world.num_eval_sequences = 2
+  dirs = tracking.ensure_toy_tracking_data(params.task.toy_world, _SPEC)
+  # The second sequence alone, so that it is tracked by a fresh tracker.
+  single = tmp_path / 'single'
+  shutil.copytree(os.path.join(dirs['eval'], 'Toy002'), single / 'Toy002')
+  model = tracking.build_model_from_config(params.task, checkpoint=None)
+  traces = []
+  embed = model.embed
+
+  def counting_embed(clips, training=False):
+    traces.append(tuple(clips.shape))  # Python runs only while tracing.
+    return embed(clips, training=training)
+
+  monkeypatch.setattr(model, 'embed', counting_embed)
+  kwargs = tracking.tracker_kwargs_from_config(params.task)
+  kwargs['num_scales'] = 1
+  tracking.track_dataset(model, str(single), str(tmp_path / 'one'), kwargs)
+  one_sequence_traces = len(traces)
+  assert one_sequence_traces >= 1
+  del traces[:]
+  assert tracking.track_dataset(model, dirs['eval'], str(tmp_path / 'two'),
+                                kwargs) == ['Toy001', 'Toy002']
+  # Two sequences trace the embedding as often as one: a tracker per
+  # sequence would trace it twice as often.
+  assert len(traces) == one_sequence_traces
+  # Toy002 tracked after Toy001 by the same tracker == tracked alone.
+  assert (open(tmp_path / 'two' / 'Toy002.txt').read() ==
+          open(tmp_path / 'one' / 'Toy002.txt').read())
+  assert len(open(tmp_path / 'two' / 'Toy002.txt').read().splitlines()) == (
+      _SPEC.num_frames)

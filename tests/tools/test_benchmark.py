@@ -145,3 +145,19 @@ def test_onednn_field_follows_the_environment_switch():
                          capture_output=True, text=True, timeout=300)
     seen[value] = out.stdout.strip().splitlines()[-1]
   assert seen == {'0': 'False', '1': 'True'}
+
+
+def test_tracker_section_times_both_ways_on_equal_boxes():
+  settings = benchmark.quick_settings()
+  assert (settings.tracker_sequences, settings.tracker_rounds) == (2, 1)
+  result = benchmark.run_benchmark(settings, sections=('tracker',))
+  tracker = result['tracker']
+  assert tracker['sequences'] == 2
+  # Two toy OTB sequences of the registered toy world (32 frames each).
+  assert tracker['frames'] == 64
+  per, shared = (tracker['seconds'][k] for k in ('per_sequence', 'shared'))
+  assert len(per) == len(shared) == 1
+  assert tracker['speedup_shared_vs_per_sequence'] == per[0] / shared[0]
+  # The second sequence, tracked by the reused tracker, got the boxes a
+  # fresh tracker gives it.
+  assert tracker['boxes_equal'] is True
