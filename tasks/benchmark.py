@@ -521,9 +521,9 @@ def benchmark_tracker(s: BenchmarkSettings) -> Dict[str, Any]:
 
   `const_cl_tracking_toy`'s model at a seeded random initialization tracks
   the first `s.tracker_sequences` of its toy OTB sequences (the toy cache,
-  created on first use), in `s.tracker_rounds` rounds of (new tracker per sequence,
-  shared tracker). `speedup_shared_vs_per_sequence` is the median over
-  rounds of the per-sequence time / the shared time; `boxes_equal` says
+  created on first use), in `s.tracker_rounds` rounds of (new tracker per
+  sequence, shared tracker). `speedup_shared_vs_per_sequence` is the median
+  over rounds of the per-sequence time / the shared time; `boxes_equal` says
   whether both ways gave exactly the same boxes in every round.
   """
   params = exp_factory.get_exp_config('const_cl_tracking_toy')
