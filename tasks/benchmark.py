@@ -65,10 +65,10 @@ from official.vision.modeling.backbones import factory as backbone_factory
 from configs import backbones as backbones_cfg
 from configs import const_cl as const_cl_cfg
 from dataloaders import ssl_parser
+from dataloaders import tracking_readers
 from dataloaders import video_records
 from modeling.backbones import resnet_3d_y
 from modeling.layers import blocks_3d
-from dataloaders import tracking_readers
 from tasks import pretrain  # pylint: disable=unused-import
 from tasks import tracking
 from tasks import tracking_inference
