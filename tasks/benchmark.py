@@ -506,14 +506,15 @@ def benchmark_forms(s: BenchmarkSettings) -> Dict[str, Any]:
 
 def track_all(model, sequences, tracker_kwargs: Dict[str, Any],
               shared: bool) -> Dict[str, np.ndarray]:
-  """Boxes of every sequence, with one tracker (`shared`) or one each."""
-  boxes = {}
-  tracker = tracking.make_tracker(model, **tracker_kwargs) if shared else None
-  for sequence in sequences:
-    boxes[sequence.name] = tracking_inference.track_sequence(
-        sequence, tracker=tracker or tracking.make_tracker(
-            model, **tracker_kwargs))
-  return boxes
+  """Boxes of every sequence: `tracking.track_sequences` (`shared`), or the
+  baseline with a new tracker per sequence."""
+  if shared:
+    pairs = tracking.track_sequences(model, sequences, tracker_kwargs)
+  else:
+    pairs = ((q, tracking_inference.track_sequence(
+        q, tracker=tracking.make_tracker(model, **tracker_kwargs)))
+             for q in sequences)
+  return {sequence.name: boxes for sequence, boxes in pairs}
 
 
 def benchmark_tracker(s: BenchmarkSettings) -> Dict[str, Any]:

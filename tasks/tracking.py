@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -379,6 +379,24 @@ def track_sequence_dir(model: tracking_model.SiamFCTrackingModel,
   return results
 
 
+def track_sequences(model: tracking_model.SiamFCTrackingModel,
+                    sequences: Sequence[tracking_readers.Sequence],
+                    tracker_kwargs: Optional[Dict[str, Any]] = None
+                    ) -> Iterator[Tuple[tracking_readers.Sequence,
+                                        np.ndarray]]:
+  """Yields (sequence, `[n, 4]` boxes) for each sequence, in order.
+
+  One tracker serves every sequence: `SiamFCTracker.init` resets all of its
+  per-sequence state, and the tf.functions of `make_tracker` are traced
+  once (a tracker per sequence retraced them each time; one is 1.17x
+  faster on 8 toy sequences, `tools/benchmark.py --sections=tracker`).
+  """
+  tracker = make_tracker(model, **(tracker_kwargs or {}))
+  for sequence in sequences:
+    yield sequence, tracking_inference.track_sequence(sequence,
+                                                      tracker=tracker)
+
+
 def track_dataset(model: tracking_model.SiamFCTrackingModel,
                   dataset_dir: str, results_dir: str,
                   tracker_kwargs: Optional[Dict[str, Any]] = None
@@ -392,13 +410,7 @@ def track_dataset(model: tracking_model.SiamFCTrackingModel,
   if not sequences:
     raise ValueError(f'no tracking sequence found in {dataset_dir}')
   os.makedirs(results_dir, exist_ok=True)
-  # One tracker for every sequence: `SiamFCTracker.init` resets all of its
-  # per-sequence state, and the tf.functions of `make_tracker` are traced
-  # once (a tracker per sequence retraced them each time; one is 1.17x
-  # faster on 8 toy sequences, `tools/benchmark.py --sections=tracker`).
-  tracker = make_tracker(model, **(tracker_kwargs or {}))
-  for sequence in sequences:
-    boxes = tracking_inference.track_sequence(sequence, tracker=tracker)
+  for sequence, boxes in track_sequences(model, sequences, tracker_kwargs):
     tracking_inference.write_results(
         os.path.join(results_dir, f'{sequence.name}.txt'), boxes)
   return [s.name for s in sequences]
