@@ -32,11 +32,6 @@ shared, loaded machine better than the absolute numbers do:
   sequence (what it did before, which retraced the tracker's tf.functions
   for every sequence), alternating rounds on the same random-init model and
   toy sequences; the boxes of the two must be equal.
-* toy benchmark runs (`--sections=runs`, not run by default): the toy
-  benchmark's AVA run, two at once as `--jobs=2` runs them, with TF's
-  default thread pools against one pool thread per core and run
-  (`toy_benchmark.threads_per_run`), in alternating rounds; each run is a
-  subprocess, so this section measures whole runs, start-up included.
 * scaling of our step with batch and frames, and memory: CPU allocator stats
   are not available in TF (`get_memory_info('CPU:0')` raises), so memory is
   the process resident set size (psutil) sampled every 10 ms during the timed
@@ -59,7 +54,6 @@ import tf_keras
 
 from official.core import exp_factory
 from official.core import task_factory
-from official.modeling.hyperparams import params_dict
 from official.projects.video_ssl.configs import video_ssl as video_ssl_cfg
 from official.projects.video_ssl.losses import losses as video_ssl_losses
 from official.projects.video_ssl.modeling import video_ssl_model
@@ -75,9 +69,7 @@ from dataloaders import tracking_readers
 from dataloaders import video_records
 from modeling.backbones import resnet_3d_y
 from modeling.layers import blocks_3d
-from tasks import action_localization
 from tasks import pretrain  # pylint: disable=unused-import
-from tasks import toy_benchmark
 from tasks import tracking
 from tasks import tracking_inference
 
@@ -129,10 +121,6 @@ class BenchmarkSettings:
   pipeline_rounds: int = 2
   tracker_sequences: int = 8
   tracker_rounds: int = 2
-  # Toy benchmark AVA runs under two thread settings (`--sections=runs`).
-  run_steps: int = 150
-  run_rounds: int = 2
-  run_jobs: int = 2
 
 
 def full_settings() -> BenchmarkSettings:
@@ -148,8 +136,7 @@ def quick_settings() -> BenchmarkSettings:
       pipeline_videos=4, pipeline_source_frames=16,
       pipeline_source_size=(64, 85), pipeline_frames=4, pipeline_crop=32,
       pipeline_batch=2, pipeline_warmup_batches=1, pipeline_timed_batches=2,
-      pipeline_rounds=1, tracker_sequences=2, tracker_rounds=1,
-      run_steps=2, run_rounds=1)
+      pipeline_rounds=1, tracker_sequences=2, tracker_rounds=1)
 
 
 # ----------------------------------------------------------------- measuring
@@ -566,64 +553,6 @@ def benchmark_tracker(s: BenchmarkSettings) -> Dict[str, Any]:
   }
 
 
-def benchmark_runs(s: BenchmarkSettings) -> Dict[str, Any]:
-  """Toy benchmark runs, `s.run_jobs` at once: TF's default thread pools vs
-  `toy_benchmark.threads_per_run` threads per run.
-
-  Each round runs the toy benchmark's AVA run of random initialization
-  (seeds 0..run_jobs-1, `s.run_steps` steps and its evaluation) through the
-  benchmark's own runner, all at once, first with TF's default pools (the
-  thread variables removed from the environment), then with the per-run
-  pools. The toy AVA data is created before the first round. A round's
-  wall time is its slowest run's. Thread counts change the
-  order of float sums, so the losses and mAP of the two settings differ in
-  the last digits; they are reported beside the times.
-  `speedup_per_run_vs_default` is the median over rounds of the default
-  wall time / the per-run wall time.
-  """
-  threads = toy_benchmark.threads_per_run(s.run_jobs)
-  budget = dataclasses.replace(toy_benchmark.Budget(), ava_steps=s.run_steps)
-  env = {k: v for k, v in os.environ.items()
-         if k not in toy_benchmark.THREAD_ENV_VARS}
-  params = exp_factory.get_exp_config(toy_benchmark.EXPERIMENTS[
-      toy_benchmark.AVA])
-  params = params_dict.override_params_dict(
-      params, toy_benchmark.format_overrides(
-          toy_benchmark.ava_overrides(budget)), is_strict=True)
-  action_localization.ensure_toy_ava_dataset(params.task.toy_world)
-  settings = {'default': None, 'per_run': threads}
-  out = {name: {'wall_seconds': [], 'cpu_seconds': [], 'steps_per_second': [],
-                'ava_map': [], 'thread_env': None} for name in settings}
-  with tempfile.TemporaryDirectory() as tmp:
-    for r in range(s.run_rounds):
-      for name, n in settings.items():
-        plan = toy_benchmark.plan_runs(
-            os.path.join(tmp, f'round{r}_{name}'),
-            range(s.run_jobs), budget)
-        specs = [p for p in plan if p.stage == toy_benchmark.AVA and
-                 p.backbone == 'random']
-        runner = toy_benchmark.SubprocessRunner(env=env, threads=n)
-        results = toy_benchmark.execute_plan(specs, runner, budget,
-                                             jobs=s.run_jobs)
-        bad = [x.name for x in results if x.status != 'ok']
-        if bad:
-          raise RuntimeError(f'runs section: {bad} failed: '
-                             f'{[x.error for x in results]}')
-        o = out[name]
-        o['thread_env'] = runner.thread_env
-        o['wall_seconds'].append(max(x.duration_s for x in results))
-        o['cpu_seconds'].append([x.cpu_s for x in results])
-        o['steps_per_second'].append(
-            [x.final_train.get('steps_per_second') for x in results])
-        o['ava_map'].append([x.metrics['ava_map'] for x in results])
-  out['threads_per_run'] = threads
-  out['jobs'] = s.run_jobs
-  out['steps'] = s.run_steps
-  out['speedup_per_run_vs_default'] = _median_ratio(
-      out['default']['wall_seconds'], out['per_run']['wall_seconds'])
-  return out
-
-
 def benchmark_scaling(s: BenchmarkSettings, peak_gflops: float,
                       main: Optional[Dict[str, Any]] = None
                       ) -> List[Dict[str, Any]]:
@@ -848,9 +777,6 @@ def run_benchmark(settings: BenchmarkSettings,
   if 'tracker' in sections:
     result['tracker'] = benchmark_tracker(settings)
     logging.info('tracker: %s', result['tracker'])
-  if 'runs' in sections:
-    result['runs'] = benchmark_runs(settings)
-    logging.info('runs: %s', result['runs'])
   if 'scaling' in sections:
     main = result['models']['const_cl'] if 'models' in result else None
     result['scaling'] = benchmark_scaling(settings, peak, main)

@@ -515,47 +515,14 @@ def log_tail(path: str, lines: int = _LOG_TAIL_LINES) -> str:
 # -- running ----------------------------------------------------------------
 
 
-# The sizes of TensorFlow's intra- and inter-op thread pools, read by each
-# run at start-up.
-THREAD_ENV_VARS = ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
-
-
-def threads_per_run(jobs: int, cpus: Optional[int] = None) -> int:
-  """Pool size for each of `jobs` concurrent runs: the cores shared out.
-
-  By default TF sizes both pools of every process to the whole machine, so
-  two runs on 2 cores run 8 pool threads. With one thread each, two
-  150-step AVA runs side by side ended in 109 s instead of 169 s (1.54x),
-  using 93-101 CPU s each instead of 109-120 (README, "Toy benchmark runs:
-  one thread pool per core"; `tools/benchmark.py --sections=runs`).
-  """
-  if jobs < 1:
-    raise ValueError(f'jobs must be >= 1, got {jobs}')
-  cpus = cpus or os.cpu_count() or 1
-  return max(1, cpus // jobs)
-
-
 class SubprocessRunner:
-  """Runs a `RunSpec`'s command; stdout and stderr go to its log file.
+  """Runs a `RunSpec`'s command; stdout and stderr go to its log file."""
 
-  With `threads`, each run's TF thread pools get that size
-  (`THREAD_ENV_VARS`), unless the environment sets them already.
-  """
-
-  def __init__(self, env: Optional[Dict[str, str]] = None,
-               threads: Optional[int] = None):
+  def __init__(self, env: Optional[Dict[str, str]] = None):
     self._env = dict(os.environ if env is None else env)
     self._env.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
-    if threads is not None:
-      for var in THREAD_ENV_VARS:
-        self._env.setdefault(var, str(threads))
     self._live = set()
     self._lock = threading.Lock()
-
-  @property
-  def thread_env(self) -> Dict[str, Optional[str]]:
-    """The runs' thread-pool variables (None: TF's default)."""
-    return {var: self._env.get(var) for var in THREAD_ENV_VARS}
 
   def terminate_all(self) -> None:
     """Terminates the running children (the benchmark was interrupted)."""
@@ -862,14 +829,6 @@ def _verdict(comps) -> List[str]:
   return lines
 
 
-def _thread_text(thread_env: Optional[Dict[str, Optional[str]]]) -> str:
-  if not thread_env:
-    return ''
-  return ' TF thread pools per run: ' + ', '.join(
-      f'{k}={"default" if v is None else v}'
-      for k, v in sorted(thread_env.items())) + '.'
-
-
 def format_markdown(report: Dict[str, Any]) -> str:
   seeds = report['seeds']
   lines = [
@@ -878,8 +837,7 @@ def format_markdown(report: Dict[str, Any]) -> str:
       f'Command: `{" ".join(report["command"])}`  ',
       f'Seeds: {seeds}; budget (steps): {report["budget"]}; '
       f'{"quick" if report["quick"] else "full"} run; total '
-      f'{report["total_duration_s"] / 60:.1f} min.'
-      + _thread_text(report.get('thread_env')),
+      f'{report["total_duration_s"] / 60:.1f} min.',
       '',
       'Cells: mean ± sample std [min, max] over seeds, in percent '
       '(one seed: the value).',
@@ -942,14 +900,8 @@ class BenchmarkResult:
 
 def build_report(results: Sequence[RunResult], seeds: Sequence[int],
                  budget: Budget, quick: bool, command: Sequence[str],
-                 total_duration_s: float,
-                 thread_env: Optional[Dict[str, Optional[str]]] = None
-                 ) -> Dict[str, Any]:
-  """The results.json content.
-
-  `thread_env`: the runs' TF thread-pool variables (None: a runner that
-  does not say).
-  """
+                 total_duration_s: float) -> Dict[str, Any]:
+  """The results.json content."""
   summary = summarize(results, seeds)
   missing = [f'{m}/{b}' for m, per in summary.items()
              for b, s in per.items() if not s['complete']]
@@ -962,7 +914,6 @@ def build_report(results: Sequence[RunResult], seeds: Sequence[int],
       'budget': dataclasses.asdict(budget),
       'metrics': [dataclasses.asdict(m) for m in METRICS],
       'total_duration_s': float(total_duration_s),
-      'thread_env': thread_env,
       'runs': [dataclasses.asdict(r) for r in results],
       'summary': summary,
       'comparisons': comparisons(summary),
@@ -993,8 +944,7 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
     seeds: Seeds; every run is repeated for each.
     quick: Use `QUICK_BUDGET` (unless `budget` is given).
     budget: Steps per stage; default `Budget()` (full) or `QUICK_BUDGET`.
-    runner: `runner(spec) -> exit code`; default a `SubprocessRunner` with
-      `threads_per_run(jobs)` threads per run.
+    runner: `runner(spec) -> exit code`; default `SubprocessRunner()`.
     jobs: Runs executed concurrently.
     command: The command line, recorded in the report.
 
@@ -1004,7 +954,7 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
   if not seeds:
     raise ValueError('seeds is empty: need at least one seed')
   budget = budget or (QUICK_BUDGET if quick else Budget())
-  runner = runner or SubprocessRunner(threads=threads_per_run(jobs))
+  runner = runner or SubprocessRunner()
   output_dir = os.path.abspath(output_dir)
   started = time.time()
   runs = plan_runs(output_dir, seeds, budget)
@@ -1013,7 +963,6 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
                datetime.datetime.now().isoformat(timespec='seconds'))
   results = execute_plan(runs, runner, budget, jobs=jobs)
   report = build_report(results, seeds, budget, quick, command,
-                        time.time() - started,
-                        getattr(runner, 'thread_env', None))
+                        time.time() - started)
   write_outputs(report, output_dir)
   return BenchmarkResult(report=report, ok=report['ok'])

@@ -12,7 +12,6 @@ Usage (from the repo root):
   python tools/benchmark.py --output_json /tmp/b.json --sections=models
   python tools/benchmark.py --output_json /tmp/f.json --sections=forms
   python tools/benchmark.py --output_json /tmp/t.json --sections=tracker
-  python tools/benchmark.py --output_json /tmp/r.json --sections=runs
 """
 import json
 import os
@@ -32,16 +31,15 @@ flags.DEFINE_bool('quick', False, 'Tiny backbone, small inputs, few steps.')
 flags.DEFINE_list('sections', ['models', 'pipeline', 'scaling'],
                   'Which parts to run: models, pipeline, scaling, forms '
                   '(the conv forms vs plain Conv3D), tracker (toy OTB '
-                  'tracking, one tracker vs one per sequence), runs (toy '
-                  'benchmark AVA runs, default TF thread pools vs one per '
-                  'core and run); the last three are not in the default.')
+                  'tracking, one tracker vs one per sequence); the last two '
+                  'are not in the default.')
 flags.DEFINE_integer('timed_steps', None, 'Override the timed steps.')
 flags.mark_flag_as_required('output_json')
 
 
 def main(argv):
   del argv
-  allowed = {'models', 'pipeline', 'scaling', 'forms', 'tracker', 'runs'}
+  allowed = {'models', 'pipeline', 'scaling', 'forms', 'tracker'}
   if not set(FLAGS.sections) <= allowed:
     raise app.UsageError(f'--sections must be among {sorted(allowed)}, got '
                          f'{FLAGS.sections}')
@@ -55,9 +53,8 @@ def main(argv):
   print(json.dumps({k: result[k] for k in (
       'step_ratio_vs_bare', 'mfu', 'pipeline_speedup_vs_video_ssl',
       'loadavg_start', 'wall_seconds')}, indent=2))
-  for section in ('tracker', 'runs'):
-    if section in result:
-      print(json.dumps({section: result[section]}, indent=2))
+  if 'tracker' in result:
+    print(json.dumps({'tracker': result['tracker']}, indent=2))
 
 
 if __name__ == '__main__':

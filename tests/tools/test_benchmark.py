@@ -19,9 +19,7 @@ from official.core import task_factory
 
 from dataloaders import video_records
 from modeling.layers import blocks_3d
-from tasks import action_localization
 from tasks import benchmark
-from tasks import toy_benchmark
 
 
 def test_profile_flops_matmul_and_conv3d_by_hand():
@@ -163,60 +161,3 @@ def test_tracker_section_times_both_ways_on_equal_boxes():
   # The second sequence, tracked by the reused tracker, got the boxes a
   # fresh tracker gives it.
   assert tracker['boxes_equal'] is True
-
-
-def test_runs_section_times_both_thread_settings(monkeypatch):
-  """The runs section's plan and ratio, with the runs stubbed.
-
-  Round walls (the slower run): default 10, 12 s; per-run pools 8, 6 s:
-  ratios 1.25 and 2.0, median 1.625.
-  """
-  settings = benchmark.quick_settings()
-  assert (settings.run_steps, settings.run_rounds,
-          settings.run_jobs) == (2, 1, 2)
-  settings.run_rounds = 2
-  walls = {'default': [[9.0, 10.0], [12.0, 11.0]],
-           'per_run': [[8.0, 7.5], [5.0, 6.0]]}
-  calls = []
-
-  def fake_plan(specs, runner, budget, jobs):
-    env = runner.thread_env
-    name = 'default' if env['TF_NUM_INTRAOP_THREADS'] is None else 'per_run'
-    calls.append((name, env, [(p.name, p.overrides) for p in specs], jobs))
-    durations = walls[name][sum(c[0] == name for c in calls) - 1]
-    return [toy_benchmark.RunResult(
-        **p.identity(), duration_s=d, cpu_s=d - 1.0,
-        final_train={'steps_per_second': 2.0},
-        metrics={'ava_map': 0.3}) for p, d in zip(specs, durations)]
-
-  toys = []
-  monkeypatch.setattr(action_localization, 'ensure_toy_ava_dataset',
-                      toys.append)
-  monkeypatch.setattr(toy_benchmark, 'execute_plan', fake_plan)
-  monkeypatch.setattr(toy_benchmark.os, 'cpu_count', lambda: 2)
-  # Stripped for the default setting, overridden for the other.
-  monkeypatch.setenv('TF_NUM_INTRAOP_THREADS', '7')
-  runs = benchmark.benchmark_runs(settings)
-
-  # The benchmark's AVA data, created once before the timed rounds.
-  assert len(toys) == 1
-  assert (toys[0].num_train_videos, toys[0].num_validation_videos) == (
-      240, 60)
-  assert [c[0] for c in calls] == ['default', 'per_run'] * 2
-  for name, env, specs, jobs in calls:
-    assert jobs == 2
-    assert env == ({'TF_NUM_INTRAOP_THREADS': None,
-                    'TF_NUM_INTEROP_THREADS': None} if name == 'default'
-                   else {'TF_NUM_INTRAOP_THREADS': '1',
-                         'TF_NUM_INTEROP_THREADS': '1'})
-    assert [n for n, _ in specs] == ['seed0/ava/random', 'seed1/ava/random']
-    for _, overrides in specs:
-      assert overrides['trainer.train_steps'] == 2
-      assert overrides['task.toy_world.num_train_videos'] == 240
-      assert 'task.init_checkpoint' not in overrides
-  assert runs['default']['wall_seconds'] == [10.0, 12.0]
-  assert runs['per_run']['wall_seconds'] == [8.0, 6.0]
-  assert runs['per_run']['cpu_seconds'] == [[7.0, 6.5], [4.0, 5.0]]
-  assert runs['default']['ava_map'] == [[0.3, 0.3], [0.3, 0.3]]
-  assert runs['threads_per_run'] == 1
-  assert runs['speedup_per_run_vs_default'] == 1.625

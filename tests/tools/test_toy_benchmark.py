@@ -9,7 +9,6 @@ processes), so it is not run in the tests.
 import json
 import math
 import os
-import sys
 
 import pytest
 import tensorflow as tf
@@ -326,10 +325,8 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   assert report == json.loads(json.dumps(result.report))
   assert set(report) == {
       'schema_version', 'command', 'quick', 'seeds', 'budget', 'metrics',
-      'total_duration_s', 'thread_env', 'runs', 'summary', 'comparisons',
-      'durations', 'failures', 'missing_metrics', 'ok'}
-  # The stub runner does not say how it sets thread pools.
-  assert report['thread_env'] is None
+      'total_duration_s', 'runs', 'summary', 'comparisons', 'durations',
+      'failures', 'missing_metrics', 'ok'}
   assert report['seeds'] == [0, 1] and report['quick'] is True
   assert report['budget'] == {'pretrain_steps': 10, 'linear_eval_steps': 10,
                               'ava_steps': 10, 'ava_train_videos': 60,
@@ -375,74 +372,6 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   assert 'FAILED' not in md
   png = (out / 'results.png').read_bytes()
   assert png[:8] == b'\x89PNG\r\n\x1a\n'
-
-
-def test_threads_per_run_by_hand():
-  assert tb.threads_per_run(2, cpus=2) == 1
-  assert tb.threads_per_run(1, cpus=2) == 2
-  assert tb.threads_per_run(3, cpus=2) == 1  # never 0
-  assert tb.threads_per_run(2, cpus=8) == 4
-  assert tb.threads_per_run(3, cpus=8) == 2
-  with pytest.raises(ValueError, match='jobs must be >= 1'):
-    tb.threads_per_run(0, cpus=2)
-
-
-def _env_spec(tmp_path, name):
-  """A run whose log ends with the thread variables the child saw."""
-  code = ('import os; print(os.environ.get("TF_NUM_INTRAOP_THREADS"), '
-          'os.environ.get("TF_NUM_INTEROP_THREADS"))')
-  return tb.RunSpec(name=name, stage=tb.AVA, backbone='random', seed=0,
-                    experiment='e', overrides={},
-                    argv=[sys.executable, '-c', code],
-                    model_dir=str(tmp_path / name),
-                    log_path=str(tmp_path / f'{name}.log'))
-
-
-def test_subprocess_runner_gives_each_run_its_thread_pools(tmp_path):
-  clean = {k: v for k, v in os.environ.items()
-           if k not in tb.THREAD_ENV_VARS}
-  cases = (
-      ('threads', clean, 3, '3 3'),
-      # A value the user set in the environment wins.
-      ('explicit', dict(clean, TF_NUM_INTRAOP_THREADS='5'), 3, '5 3'),
-      ('default', clean, None, 'None None'),
-  )
-  for name, env, threads, seen in cases:
-    runner = tb.SubprocessRunner(env=env, threads=threads)
-    code, info = runner(_env_spec(tmp_path, name))
-    assert code == 0 and info['cpu_s'] >= 0
-    assert (tmp_path / f'{name}.log').read_text().splitlines()[-1] == seen
-    expected = dict(zip(tb.THREAD_ENV_VARS, seen.split()))
-    assert runner.thread_env == {
-        k: None if v == 'None' else v for k, v in expected.items()}
-
-
-def test_default_runner_shares_the_cores_out(tmp_path, monkeypatch):
-  """run_benchmark without a runner: threads_per_run(jobs) per run."""
-  made = []
-
-  class Recording(tb.SubprocessRunner):
-
-    def __init__(self, **kwargs):
-      super().__init__(**kwargs)
-      made.append(kwargs)
-      self._stub = StubRunner()
-
-    def __call__(self, spec):
-      return self._stub(spec)
-
-  for var in tb.THREAD_ENV_VARS:
-    monkeypatch.delenv(var, raising=False)
-  monkeypatch.setattr(tb.os, 'cpu_count', lambda: 8)
-  monkeypatch.setattr(tb, 'SubprocessRunner', Recording)
-  out = tmp_path / 'bench'
-  result = tb.run_benchmark(str(out), seeds=[0], quick=True, jobs=2)
-  assert result.ok
-  assert made == [{'threads': 4}]
-  assert result.report['thread_env'] == {'TF_NUM_INTRAOP_THREADS': '4',
-                                         'TF_NUM_INTEROP_THREADS': '4'}
-  assert ('TF thread pools per run: TF_NUM_INTEROP_THREADS=4, '
-          'TF_NUM_INTRAOP_THREADS=4.') in (out / 'results.md').read_text()
 
 
 def test_failure_is_reported_and_dependents_skipped(tmp_path):
