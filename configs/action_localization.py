@@ -111,8 +111,8 @@ class ActionTransformerHead(hyperparams.Config):
   # L2-normalize the features per position before the head, as the
   # pretraining's ConST-CL decoder reads res5r (SPEC s.1) and the SiamFC head
   # does. Raw pretrained res5r is ~8x the norm of a fresh backbone's, which
-  # left the head at the label prior on the toy AVA task (README, "The
-  # head's input scale").
+  # left the head at the label prior on the toy AVA task
+  # (docs/toy_benchmark_findings.md, "The head's input scale").
   normalize_features: bool = True
 
 

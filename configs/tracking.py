@@ -306,8 +306,9 @@ def const_cl_tracking_toy() -> cfg.ExperimentConfig:
   task.model.crops.exemplar_size = 63
   task.model.crops.search_size = 127
   # Training the stem and res2 too makes a 200-step CPU run 149-159 s of
-  # training instead of 79-103 s (two runs side by side; README, "Where the
-  # tracking gain went"): keep them.
+  # training instead of 79-103 s (two runs side by side;
+  # docs/toy_benchmark_findings.md, "Where the tracking gain went"): keep
+  # them.
   task.model.freeze_until = '2'
   task.toy_world.enabled = True
   task.train_data.global_batch_size = 8

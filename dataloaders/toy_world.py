@@ -31,10 +31,11 @@ downstream sets (UCF101, HMDB51) that a Kinetics-pretrained backbone is
 transferred to: a flat grey background, white objects, and the class is the
 shape all 3-4 objects share (5 classes), each object moving with a random
 key-actor motion. The pair class is beyond a tiny backbone at toy budgets
-(600 supervised steps stay at chance; README, "Why the toy probe changed
-worlds"), and in the pretraining world's own colours and textures the
-contrastive features encode the background and colours first; the shapes
-world asks the transferred features for object shape alone.
+(600 supervised steps stay at chance; docs/toy_benchmark_findings.md, "Why
+the toy probe changed worlds"), and in the pretraining world's own colours
+and textures the contrastive features encode the background and colours
+first; the shapes world asks the transferred features for object shape
+alone.
 
 A third, `named_world('plain')`, is the pairs world without colour (flat grey
 background, white objects, the same classes): a pretraining world in which

@@ -10,8 +10,8 @@ time). `temporal_variation` is the share of the kernel's energy in the rest:
 0 for a kernel that is the same on every frame, 1 for one whose temporal
 mean is zero (a pure temporal derivative). For an i.i.d. zero-mean kernel
 of T taps (a fresh initialization) its expectation is about 1 - 1/T (0.8
-for the stem's 5 taps). The README ("Why pretraining does not help the toy
-AVA task") uses it on pretrained stems.
+for the stem's 5 taps). docs/toy_benchmark_findings.md ("Why pretraining
+does not help the toy AVA task") uses it on pretrained stems.
 """
 from typing import Any, Dict, List, Tuple
 

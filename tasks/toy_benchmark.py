@@ -75,8 +75,8 @@ EXPERIMENTS = {
     (PRETRAIN, 'const_cl'): 'const_cl_pretrain_toy',
     (PRETRAIN, 'cvrl'): 'const_cl_ablation_baseline_cvrl_toy',
     # The transfer probe (pairs world -> shapes world): the pairs class is not
-    # learned by any backbone at this budget (README, "Why the toy probe
-    # changed worlds").
+    # learned by any backbone at this budget (docs/toy_benchmark_findings.md,
+    # "Why the toy probe changed worlds").
     LINEAR_EVAL: 'const_cl_linear_eval_ucf101_toy',
     AVA: 'const_cl_ava_toy',
     TRACKING: 'const_cl_tracking_toy',
@@ -123,8 +123,9 @@ class Budget:
   # With `AVA_SETTING` and 240 / 60 videos, random initialization learns the
   # toy actions at 1200 steps and still at 600, half the cost (seed 0: 32.6
   # mAP, "stand still" AP 0.83); the registered setting (2x2 res5 cells, 60
-  # videos, 300 steps) is learned by no start (README, "Why pretraining does
-  # not help the toy AVA task").
+  # videos, 300 steps) is learned by no start
+  # (docs/toy_benchmark_findings.md, "Why pretraining does not help the toy
+  # AVA task").
   ava_steps: int = 600
   ava_train_videos: int = 240
   ava_validation_videos: int = 60
@@ -161,7 +162,7 @@ AVA_SETTING = {'task.model.backbone.resnet_3d_y.dilate_res4_res5': True}
 # Both pretrainings keep the stem, res2 and res3 at their random
 # initialization (`task.model.freeze_until`): trained on the toy world, the
 # early stages hold every downstream AVA run below random initialization
-# (README, "Frozen early stages in pretraining").
+# (docs/toy_benchmark_findings.md, "Frozen early stages in pretraining").
 PRETRAIN_SETTING = {'task.model.freeze_until': '3'}
 
 
