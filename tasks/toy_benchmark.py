@@ -216,6 +216,8 @@ class RunResult(RunIdentity):
   metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
   error: str = ''
   log_tail: str = ''
+  # Taken from an earlier invocation's record (`--resume`), not run now.
+  resumed: bool = False
 
 
 # -- planning ---------------------------------------------------------------
@@ -561,9 +563,48 @@ class SubprocessRunner:
 Runner = Callable[[RunSpec], Union[int, Tuple[int, Dict[str, float]]]]
 
 
+def record_path(spec: RunSpec) -> str:
+  """Where a successful run's `RunResult` is kept, for `--resume`."""
+  return os.path.splitext(spec.log_path)[0] + '.result.json'
+
+
+def load_reusable(spec: RunSpec, results: Mapping[str, RunResult]
+                  ) -> Optional[RunResult]:
+  """`spec`'s recorded result if `--resume` may reuse it, else None.
+
+  Reusable: every run it depends on was reused too (a run made again
+  leaves a new checkpoint), and the record is of a successful run with
+  exactly this spec's command line whose model dir is still there.
+  """
+  if not all(results[d].resumed for d in spec.depends_on):
+    return None
+  path = record_path(spec)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      result = RunResult(**json.load(f))
+  except (OSError, ValueError, TypeError) as e:
+    logging.warning('--resume: cannot read %s (%s: %s); %s runs again', path,
+                    type(e).__name__, e, spec.name)
+    return None
+  if (result.status != 'ok' or result.argv != spec.argv or
+      not os.path.isdir(spec.model_dir)):
+    return None
+  result.resumed = True
+  return result
+
+
 def execute_run(spec: RunSpec, runner: Runner, budget: Budget) -> RunResult:
-  """Runs one spec from a clean model dir and reads its results."""
+  """Runs one spec from a clean model dir and reads its results.
+
+  A successful run's result is recorded at `record_path(spec)`; the record
+  of an earlier invocation is removed first, so that an interrupted or
+  failed run leaves none.
+  """
   result = RunResult(**spec.identity())
+  if os.path.exists(record_path(spec)):
+    os.remove(record_path(spec))
   # A stale checkpoint would make train.py resume instead of starting over.
   if os.path.isdir(spec.model_dir):
     shutil.rmtree(spec.model_dir)
@@ -603,6 +644,8 @@ def execute_run(spec: RunSpec, runner: Runner, budget: Budget) -> RunResult:
   else:
     logging.info('run %s ok in %.0f s: %s', spec.name, result.duration_s,
                  result.metrics)
+    with open(record_path(spec), 'w') as f:
+      json.dump(dataclasses.asdict(result), f, indent=2, sort_keys=True)
   return result
 
 
@@ -611,10 +654,11 @@ def _unrun_result(spec: RunSpec, status: str, error: str) -> RunResult:
 
 
 def execute_plan(runs: Sequence[RunSpec], runner: Runner, budget: Budget,
-                 jobs: int = 1) -> List[RunResult]:
+                 jobs: int = 1, resume: bool = False) -> List[RunResult]:
   """Runs every spec once its dependencies succeeded; up to `jobs` at once.
 
   A run whose dependency failed or was skipped is skipped, with the reason.
+  With `resume`, a run that `load_reusable` finds recorded is not run again.
   Returns results in the order of `runs`.
   """
   if jobs < 1:
@@ -629,7 +673,8 @@ def execute_plan(runs: Sequence[RunSpec], runner: Runner, budget: Budget,
   running = {}
   with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
     try:
-      _schedule(pending, running, results, pool, runner, budget, jobs)
+      _schedule(pending, running, results, pool, runner, budget, jobs,
+                resume)
     except BaseException:
       # Interrupted (Ctrl-C, SIGTERM): stop the children, or the pool would
       # wait for them to finish.
@@ -639,9 +684,10 @@ def execute_plan(runs: Sequence[RunSpec], runner: Runner, budget: Budget,
   return [results[r.name] for r in runs]
 
 
-def _schedule(pending, running, results, pool, runner, budget, jobs):
+def _schedule(pending, running, results, pool, runner, budget, jobs, resume):
   """The scheduling loop of `execute_plan` (updates its containers)."""
   while pending or running:
+    reused_any = False
     for spec in list(pending):
       bad = [d for d in spec.depends_on
              if d in results and results[d].status != 'ok']
@@ -650,12 +696,22 @@ def _schedule(pending, running, results, pool, runner, budget, jobs):
         results[spec.name] = _unrun_result(
             spec, 'skipped', f'not run: {", ".join(bad)} did not succeed')
         continue
+      if not all(d in results for d in spec.depends_on):
+        continue
+      reused = load_reusable(spec, results) if resume else None
+      if reused is not None:
+        pending.remove(spec)
+        results[spec.name] = reused
+        reused_any = True
+        logging.info('reusing %s (--resume): %s', spec.name, reused.metrics)
+        continue
       if len(running) >= jobs:
         continue
-      if all(d in results for d in spec.depends_on):
-        pending.remove(spec)
-        logging.info('starting %s: %s', spec.name, ' '.join(spec.argv))
-        running[pool.submit(execute_run, spec, runner, budget)] = spec
+      pending.remove(spec)
+      logging.info('starting %s: %s', spec.name, ' '.join(spec.argv))
+      running[pool.submit(execute_run, spec, runner, budget)] = spec
+    if reused_any and not running:
+      continue
     if not running:
       if pending:
         raise RuntimeError(f'unschedulable runs: {[s.name for s in pending]}')
@@ -830,6 +886,15 @@ def _verdict(comps) -> List[str]:
   return lines
 
 
+def _resumed_text(report: Dict[str, Any]) -> str:
+  n = len(report.get('resumed_runs', ()))
+  if not n:
+    return ''
+  return (f' {n} of {len(report["runs"])} runs were reused from an earlier '
+          'invocation (`--resume`); their durations are those of that '
+          'invocation.')
+
+
 def format_markdown(report: Dict[str, Any]) -> str:
   seeds = report['seeds']
   lines = [
@@ -838,7 +903,7 @@ def format_markdown(report: Dict[str, Any]) -> str:
       f'Command: `{" ".join(report["command"])}`  ',
       f'Seeds: {seeds}; budget (steps): {report["budget"]}; '
       f'{"quick" if report["quick"] else "full"} run; total '
-      f'{report["total_duration_s"] / 60:.1f} min.',
+      f'{report["total_duration_s"] / 60:.1f} min.' + _resumed_text(report),
       '',
       'Cells: mean ± sample std [min, max] over seeds, in percent '
       '(one seed: the value).',
@@ -921,6 +986,7 @@ def build_report(results: Sequence[RunResult], seeds: Sequence[int],
       'durations': durations(results),
       'failures': failures,
       'missing_metrics': missing,
+      'resumed_runs': [r.name for r in results if r.resumed],
       'ok': not failures and not missing,
   }
 
@@ -937,7 +1003,8 @@ def write_outputs(report: Dict[str, Any], output_dir: str) -> None:
 def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
                   budget: Optional[Budget] = None,
                   runner: Optional[Runner] = None, jobs: int = 1,
-                  command: Sequence[str] = ()) -> BenchmarkResult:
+                  command: Sequence[str] = (),
+                  resume: bool = False) -> BenchmarkResult:
   """Plans, runs and reports the benchmark; writes results.{json,md,png}.
 
   Args:
@@ -948,6 +1015,8 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
     runner: `runner(spec) -> exit code`; default `SubprocessRunner()`.
     jobs: Runs executed concurrently.
     command: The command line, recorded in the report.
+    resume: Reuse the runs an earlier invocation with this `output_dir`
+      finished with the same command line (`load_reusable`); run the rest.
 
   Returns:
     The report (results.json content) and whether every number is there.
@@ -962,7 +1031,7 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
   logging.info('toy benchmark: %d runs, seeds %s, budget %s, started %s',
                len(runs), list(seeds), budget,
                datetime.datetime.now().isoformat(timespec='seconds'))
-  results = execute_plan(runs, runner, budget, jobs=jobs)
+  results = execute_plan(runs, runner, budget, jobs=jobs, resume=resume)
   report = build_report(results, seeds, budget, quick, command,
                         time.time() - started)
   write_outputs(report, output_dir)

@@ -13,6 +13,9 @@ Usage (from the repo root):
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench --seeds=3
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench \
       --pretrain_steps=600 --jobs=2
+  # after an interruption, or with one budget flag changed:
+  python tools/toy_benchmark.py --output_dir=/tmp/toy_bench --seeds=3 \
+      --jobs=2 --resume
 
 Exits non-zero if any run failed or any number is missing (the failed runs
 and their log tails are in results.md and results.json).
@@ -45,6 +48,10 @@ _AVA_STEPS = flags.DEFINE_integer('ava_steps', None,
                                   'Override the AVA steps.')
 _TRACKING_STEPS = flags.DEFINE_integer('tracking_steps', None,
                                        'Override the tracking steps.')
+_RESUME = flags.DEFINE_bool(
+    'resume', False, 'Reuse the runs that an earlier invocation with this '
+    '--output_dir finished with the same command line; run the others and '
+    'every run that depends on one run again.')
 
 
 def _interrupt(signum, frame):
@@ -66,7 +73,8 @@ def main(argv):
   budget = toy_benchmark.dataclasses.replace(budget, **changes)
   result = toy_benchmark.run_benchmark(
       _OUTPUT_DIR.value, seeds=list(range(_SEEDS.value)), quick=_QUICK.value,
-      budget=budget, jobs=_JOBS.value, command=sys.argv)
+      budget=budget, jobs=_JOBS.value, command=sys.argv,
+      resume=_RESUME.value)
   out = os.path.abspath(_OUTPUT_DIR.value)
   print(toy_benchmark.format_table(result.report['summary']))
   print(f'results: {out}/results.md, results.json, results.png')

@@ -326,7 +326,8 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   assert set(report) == {
       'schema_version', 'command', 'quick', 'seeds', 'budget', 'metrics',
       'total_duration_s', 'runs', 'summary', 'comparisons', 'durations',
-      'failures', 'missing_metrics', 'ok'}
+      'failures', 'missing_metrics', 'resumed_runs', 'ok'}
+  assert report['resumed_runs'] == []
   assert report['seeds'] == [0, 1] and report['quick'] is True
   assert report['budget'] == {'pretrain_steps': 10, 'linear_eval_steps': 10,
                               'ava_steps': 10, 'ava_train_videos': 60,
@@ -335,7 +336,7 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   run_keys = {'name', 'stage', 'backbone', 'seed', 'experiment', 'overrides',
               'argv', 'model_dir', 'status', 'returncode', 'duration_s',
               'cpu_s', 'config', 'final_train', 'final_validation', 'metrics',
-              'error', 'log_tail'}
+              'error', 'log_tail', 'resumed'}
   for run in report['runs']:
     assert set(run) == run_keys
     assert run['status'] == 'ok' and run['returncode'] == 0
@@ -372,6 +373,89 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   assert 'FAILED' not in md
   png = (out / 'results.png').read_bytes()
   assert png[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def _metrics(report):
+  return {r['name']: r['metrics'] for r in report['runs']}
+
+
+def test_resume_reuses_finished_runs_and_reruns_what_changed(tmp_path):
+  out = str(tmp_path / 'bench')
+  first = tb.run_benchmark(out, seeds=[0], quick=True, runner=StubRunner())
+  assert first.ok
+  names = [r['name'] for r in first.report['runs']]
+  assert len(names) == 14
+
+  # Everything finished with the same command lines: nothing runs again.
+  again = StubRunner()
+  second = tb.run_benchmark(out, seeds=[0], quick=True, runner=again,
+                            resume=True)
+  assert second.ok and again.calls == []
+  assert second.report['resumed_runs'] == names
+  assert _metrics(second.report) == _metrics(first.report)
+  assert second.report['summary'] == first.report['summary']
+  assert all(r['resumed'] for r in second.report['runs'])
+  assert '14 of 14 runs were reused' in (
+      tmp_path / 'bench' / 'results.md').read_text()
+
+  # One pretraining's record gone: it runs again, and so does every run that
+  # reads its checkpoint; the others are reused.
+  spec = next(r for r in tb.plan_runs(out, [0], tb.QUICK_BUDGET)
+              if r.name == 'seed0/pretrain/cvrl')
+  os.remove(tb.record_path(spec))
+  third_runner = StubRunner()
+  third = tb.run_benchmark(out, seeds=[0], quick=True, runner=third_runner,
+                           resume=True)
+  assert third.ok
+  assert third_runner.calls == [
+      'seed0/pretrain/cvrl', 'seed0/linear_eval/cvrl', 'seed0/ava/cvrl',
+      'seed0/tracking/cvrl', 'seed0/track_eval/cvrl']
+  assert len(third.report['resumed_runs']) == 9
+  assert _metrics(third.report) == _metrics(first.report)
+
+  # A changed budget changes the AVA command lines only.
+  budget = tb.dataclasses.replace(tb.QUICK_BUDGET, ava_steps=12)
+  fourth_runner = StubRunner()
+  tb.run_benchmark(out, seeds=[0], quick=True, budget=budget,
+                   runner=fourth_runner, resume=True)
+  assert fourth_runner.calls == [
+      'seed0/ava/random', 'seed0/ava/cvrl', 'seed0/ava/const_cl']
+
+  # Without --resume every run is made again.
+  fifth_runner = StubRunner()
+  tb.run_benchmark(out, seeds=[0], quick=True, runner=fifth_runner)
+  assert fifth_runner.calls == names
+
+
+def test_resume_runs_again_what_failed_or_lost_its_model_dir(tmp_path):
+  out = str(tmp_path / 'bench')
+  failed = tb.run_benchmark(out, seeds=[0], quick=True,
+                            runner=StubRunner(fail={'seed0/tracking/random'}))
+  assert not failed.ok
+  plan = {r.name: r for r in tb.plan_runs(out, [0], tb.QUICK_BUDGET)}
+  # A failed run leaves no record (nor does the skipped one after it).
+  assert not os.path.exists(tb.record_path(plan['seed0/tracking/random']))
+  assert not os.path.exists(tb.record_path(plan['seed0/track_eval/random']))
+  # A record whose model dir is gone is not reused.
+  tb.shutil.rmtree(plan['seed0/linear_eval/const_cl'].model_dir)
+  runner = StubRunner()
+  result = tb.run_benchmark(out, seeds=[0], quick=True, runner=runner,
+                            resume=True)
+  assert result.ok
+  assert runner.calls == ['seed0/linear_eval/const_cl',
+                          'seed0/tracking/random', 'seed0/track_eval/random']
+
+
+def test_unreadable_record_is_run_again(tmp_path):
+  out = str(tmp_path / 'bench')
+  tb.run_benchmark(out, seeds=[0], quick=True, runner=StubRunner())
+  spec = next(r for r in tb.plan_runs(out, [0], tb.QUICK_BUDGET)
+              if r.name == 'seed0/ava/random')
+  with open(tb.record_path(spec), 'w') as f:
+    f.write('{"name": "seed0/ava/random", "truncat')
+  runner = StubRunner()
+  tb.run_benchmark(out, seeds=[0], quick=True, runner=runner, resume=True)
+  assert runner.calls == ['seed0/ava/random']
 
 
 def test_failure_is_reported_and_dependents_skipped(tmp_path):
