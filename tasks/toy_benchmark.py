@@ -59,7 +59,8 @@ import yaml
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SCHEMA_VERSION = 1
+# 2: `resumed_runs` and each run's `resumed` (`--resume`).
+SCHEMA_VERSION = 2
 
 BACKBONES = ('random', 'cvrl', 'const_cl')
 BACKBONE_LABELS = {'random': 'Random init', 'cvrl': 'CVRL',
@@ -684,8 +685,22 @@ def execute_plan(runs: Sequence[RunSpec], runner: Runner, budget: Budget,
   return [results[r.name] for r in runs]
 
 
+def _forget_downstream(spec: RunSpec, pending: Sequence[RunSpec]) -> None:
+  """Removes the records of the pending runs that depend on `spec`, directly
+  or not (`pending` is in dependency order): they would read its new
+  checkpoint, so an earlier invocation's results of them are stale.
+  """
+  upstream = {spec.name}
+  for p in pending:
+    if upstream.intersection(p.depends_on):
+      upstream.add(p.name)
+      if os.path.exists(record_path(p)):
+        os.remove(record_path(p))
+
+
 def _schedule(pending, running, results, pool, runner, budget, jobs, resume):
   """The scheduling loop of `execute_plan` (updates its containers)."""
+  looked_up = set()  # runs whose record `load_reusable` has read
   while pending or running:
     reused_any = False
     for spec in list(pending):
@@ -698,7 +713,10 @@ def _schedule(pending, running, results, pool, runner, budget, jobs, resume):
         continue
       if not all(d in results for d in spec.depends_on):
         continue
-      reused = load_reusable(spec, results) if resume else None
+      reused = None
+      if resume and spec.name not in looked_up:
+        looked_up.add(spec.name)
+        reused = load_reusable(spec, results)
       if reused is not None:
         pending.remove(spec)
         results[spec.name] = reused
@@ -708,6 +726,7 @@ def _schedule(pending, running, results, pool, runner, budget, jobs, resume):
       if len(running) >= jobs:
         continue
       pending.remove(spec)
+      _forget_downstream(spec, pending)
       logging.info('starting %s: %s', spec.name, ' '.join(spec.argv))
       running[pool.submit(execute_run, spec, runner, budget)] = spec
     if reused_any and not running:

@@ -49,9 +49,10 @@ _AVA_STEPS = flags.DEFINE_integer('ava_steps', None,
 _TRACKING_STEPS = flags.DEFINE_integer('tracking_steps', None,
                                        'Override the tracking steps.')
 _RESUME = flags.DEFINE_bool(
-    'resume', False, 'Reuse the runs that an earlier invocation with this '
-    '--output_dir finished with the same command line; run the others and '
-    'every run that depends on one run again.')
+    'resume', False, 'Reuse each run that an earlier invocation with this '
+    '--output_dir finished with the same train.py / track.py command line; '
+    'run the others, and again every run downstream of a run that runs. '
+    'Records do not know the code: after changing it, run without.')
 
 
 def _interrupt(signum, frame):

@@ -427,6 +427,67 @@ def test_resume_reuses_finished_runs_and_reruns_what_changed(tmp_path):
   assert fifth_runner.calls == names
 
 
+def test_resume_after_a_stop_between_a_pretraining_and_its_runs(tmp_path):
+  """A pretraining that runs again makes the records downstream of it stale
+  at once: stopped before those runs, a later --resume still runs them."""
+  out = str(tmp_path / 'bench')
+  tb.run_benchmark(out, seeds=[0], quick=True, runner=StubRunner())
+  plan = {r.name: r for r in tb.plan_runs(out, [0], tb.QUICK_BUDGET)}
+  budget = tb.dataclasses.replace(tb.QUICK_BUDGET, pretrain_steps=12)
+
+  class Stopping(StubRunner):
+
+    def __call__(self, spec):
+      if spec.stage == tb.LINEAR_EVAL and spec.backbone == 'cvrl':
+        raise KeyboardInterrupt('stop')
+      return super().__call__(spec)
+
+  stopping = Stopping()
+  with pytest.raises(KeyboardInterrupt):
+    tb.run_benchmark(out, seeds=[0], quick=True, budget=budget,
+                     runner=stopping, resume=True)
+  assert stopping.calls == ['seed0/pretrain/cvrl', 'seed0/pretrain/const_cl']
+  # The run that was starting removed its own old record too.
+  assert not os.path.exists(tb.record_path(plan['seed0/linear_eval/cvrl']))
+  assert os.path.exists(tb.record_path(plan['seed0/linear_eval/random']))
+
+  runner = StubRunner()
+  result = tb.run_benchmark(out, seeds=[0], quick=True, budget=budget,
+                            runner=runner, resume=True, jobs=2)
+  assert result.ok
+  # Both pretrainings (done before the stop) and the random-init runs are
+  # reused; everything on a pretrained checkpoint runs.
+  assert sorted(runner.calls) == sorted(
+      f'seed0/{stage}/{backbone}' for backbone in ('cvrl', 'const_cl')
+      for stage in ('linear_eval', 'ava', 'tracking', 'track_eval'))
+  assert sorted(result.report['resumed_runs']) == sorted(
+      ['seed0/pretrain/cvrl', 'seed0/pretrain/const_cl'] +
+      [f'seed0/{stage}/random'
+       for stage in ('linear_eval', 'ava', 'tracking', 'track_eval')])
+
+
+def test_a_run_that_starts_removes_its_own_record(tmp_path):
+  """Stopped while it runs, a run with an unchanged command line must not
+  be taken from its earlier record by a later --resume."""
+  out = str(tmp_path / 'bench')
+  tb.run_benchmark(out, seeds=[0], quick=True, runner=StubRunner())
+
+  class Stopping(StubRunner):
+
+    def __call__(self, spec):
+      if spec.name == 'seed0/linear_eval/random':
+        # As a real run does before it is stopped.
+        os.makedirs(os.path.join(spec.model_dir, 'train'))
+        raise KeyboardInterrupt('stop')
+      return super().__call__(spec)
+
+  with pytest.raises(KeyboardInterrupt):
+    tb.run_benchmark(out, seeds=[0], quick=True, runner=Stopping())
+  runner = StubRunner()
+  tb.run_benchmark(out, seeds=[0], quick=True, runner=runner, resume=True)
+  assert 'seed0/linear_eval/random' in runner.calls
+
+
 def test_resume_runs_again_what_failed_or_lost_its_model_dir(tmp_path):
   out = str(tmp_path / 'bench')
   failed = tb.run_benchmark(out, seeds=[0], quick=True,
