@@ -599,13 +599,10 @@ def load_reusable(spec: RunSpec, results: Mapping[str, RunResult]
 def execute_run(spec: RunSpec, runner: Runner, budget: Budget) -> RunResult:
   """Runs one spec from a clean model dir and reads its results.
 
-  A successful run's result is recorded at `record_path(spec)`; the record
-  of an earlier invocation is removed first, so that an interrupted or
-  failed run leaves none.
+  A successful run's result is recorded at `record_path(spec)` (the
+  scheduler removed the earlier one, `_forget_records`).
   """
   result = RunResult(**spec.identity())
-  if os.path.exists(record_path(spec)):
-    os.remove(record_path(spec))
   # A stale checkpoint would make train.py resume instead of starting over.
   if os.path.isdir(spec.model_dir):
     shutil.rmtree(spec.model_dir)
@@ -685,17 +682,21 @@ def execute_plan(runs: Sequence[RunSpec], runner: Runner, budget: Budget,
   return [results[r.name] for r in runs]
 
 
-def _forget_downstream(spec: RunSpec, pending: Sequence[RunSpec]) -> None:
-  """Removes the records of the pending runs that depend on `spec`, directly
-  or not (`pending` is in dependency order): they would read its new
-  checkpoint, so an earlier invocation's results of them are stale.
+def _forget_records(spec: RunSpec, pending: Sequence[RunSpec]) -> None:
+  """Removes the records of `spec`, which starts, and of the pending runs
+  that depend on it, directly or not (`pending` is in dependency order).
+
+  An interrupted or failed run so leaves no record, and the runs that would
+  read its new checkpoint none from an earlier invocation.
   """
-  upstream = {spec.name}
+  names, stale = {spec.name}, [spec]
   for p in pending:
-    if upstream.intersection(p.depends_on):
-      upstream.add(p.name)
-      if os.path.exists(record_path(p)):
-        os.remove(record_path(p))
+    if names.intersection(p.depends_on):
+      names.add(p.name)
+      stale.append(p)
+  for p in stale:
+    if os.path.exists(record_path(p)):
+      os.remove(record_path(p))
 
 
 def _schedule(pending, running, results, pool, runner, budget, jobs, resume):
@@ -726,7 +727,7 @@ def _schedule(pending, running, results, pool, runner, budget, jobs, resume):
       if len(running) >= jobs:
         continue
       pending.remove(spec)
-      _forget_downstream(spec, pending)
+      _forget_records(spec, pending)
       logging.info('starting %s: %s', spec.name, ' '.join(spec.argv))
       running[pool.submit(execute_run, spec, runner, budget)] = spec
     if reused_any and not running:

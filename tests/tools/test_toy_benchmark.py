@@ -427,6 +427,21 @@ def test_resume_reuses_finished_runs_and_reruns_what_changed(tmp_path):
   assert fifth_runner.calls == names
 
 
+class _Stopping(StubRunner):
+  """Stops the benchmark (as Ctrl-C) when run `stop_at` starts, after
+  writing part of its model dir, as a real run does before it is stopped."""
+
+  def __init__(self, stop_at):
+    super().__init__()
+    self.stop_at = stop_at
+
+  def __call__(self, spec):
+    if spec.name == self.stop_at:
+      os.makedirs(os.path.join(spec.model_dir, 'train'))
+      raise KeyboardInterrupt('stop')
+    return super().__call__(spec)
+
+
 def test_resume_after_a_stop_between_a_pretraining_and_its_runs(tmp_path):
   """A pretraining that runs again makes the records downstream of it stale
   at once: stopped before those runs, a later --resume still runs them."""
@@ -435,14 +450,7 @@ def test_resume_after_a_stop_between_a_pretraining_and_its_runs(tmp_path):
   plan = {r.name: r for r in tb.plan_runs(out, [0], tb.QUICK_BUDGET)}
   budget = tb.dataclasses.replace(tb.QUICK_BUDGET, pretrain_steps=12)
 
-  class Stopping(StubRunner):
-
-    def __call__(self, spec):
-      if spec.stage == tb.LINEAR_EVAL and spec.backbone == 'cvrl':
-        raise KeyboardInterrupt('stop')
-      return super().__call__(spec)
-
-  stopping = Stopping()
+  stopping = _Stopping('seed0/linear_eval/cvrl')
   with pytest.raises(KeyboardInterrupt):
     tb.run_benchmark(out, seeds=[0], quick=True, budget=budget,
                      runner=stopping, resume=True)
@@ -472,17 +480,9 @@ def test_a_run_that_starts_removes_its_own_record(tmp_path):
   out = str(tmp_path / 'bench')
   tb.run_benchmark(out, seeds=[0], quick=True, runner=StubRunner())
 
-  class Stopping(StubRunner):
-
-    def __call__(self, spec):
-      if spec.name == 'seed0/linear_eval/random':
-        # As a real run does before it is stopped.
-        os.makedirs(os.path.join(spec.model_dir, 'train'))
-        raise KeyboardInterrupt('stop')
-      return super().__call__(spec)
-
   with pytest.raises(KeyboardInterrupt):
-    tb.run_benchmark(out, seeds=[0], quick=True, runner=Stopping())
+    tb.run_benchmark(out, seeds=[0], quick=True,
+                     runner=_Stopping('seed0/linear_eval/random'))
   runner = StubRunner()
   tb.run_benchmark(out, seeds=[0], quick=True, runner=runner, resume=True)
   assert 'seed0/linear_eval/random' in runner.calls
