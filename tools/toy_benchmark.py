@@ -13,6 +13,9 @@ Usage (from the repo root):
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench --seeds=3
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench \
       --pretrain_steps=600 --jobs=2
+  # the paper's pretraining (every stage trains) and a 50-step tracker:
+  python tools/toy_benchmark.py --output_dir=/tmp/toy_bench_paper \
+      --seeds=3 --jobs=2 --pretrain_freeze_until= --tracking_steps=50
   # after an interruption, or with one budget flag changed:
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench --seeds=3 \
       --jobs=2 --resume
@@ -48,6 +51,12 @@ _AVA_STEPS = flags.DEFINE_integer('ava_steps', None,
                                   'Override the AVA steps.')
 _TRACKING_STEPS = flags.DEFINE_integer('tracking_steps', None,
                                        'Override the tracking steps.')
+_PRETRAIN_FREEZE_UNTIL = flags.DEFINE_enum(
+    'pretrain_freeze_until', toy_benchmark.PRETRAIN_FREEZE_UNTIL,
+    list(toy_benchmark.FREEZE_UNTIL_CHOICES),
+    "Backbone stages both pretrainings keep at their random initialization: "
+    "'3' stem to res3 (default), '2' stem and res2, '' none (the paper's "
+    "setting; --pretrain_freeze_until=).")
 _RESUME = flags.DEFINE_bool(
     'resume', False, 'Reuse each run that an earlier invocation with this '
     '--output_dir finished with the same train.py / track.py command line; '
@@ -75,7 +84,8 @@ def main(argv):
   result = toy_benchmark.run_benchmark(
       _OUTPUT_DIR.value, seeds=list(range(_SEEDS.value)), quick=_QUICK.value,
       budget=budget, jobs=_JOBS.value, command=sys.argv,
-      resume=_RESUME.value)
+      resume=_RESUME.value,
+      pretrain_freeze_until=_PRETRAIN_FREEZE_UNTIL.value)
   out = os.path.abspath(_OUTPUT_DIR.value)
   print(toy_benchmark.format_table(result.report['summary']))
   print(f'results: {out}/results.md, results.json, results.png')

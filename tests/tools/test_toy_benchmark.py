@@ -314,6 +314,44 @@ class StubRunner:
     return 0
 
 
+def test_freeze_choices_are_the_configs():
+  from configs import backbones  # pylint: disable=g-import-not-at-top
+  assert tb.FREEZE_UNTIL_CHOICES == backbones.FREEZE_UNTIL
+
+
+@pytest.mark.parametrize('value,expected', [
+    ('3', 'task.model.freeze_until=3'), ('2', 'task.model.freeze_until=2'),
+    ('', None)])
+def test_pretrain_freeze_until_reaches_both_pretrainings_only(
+    tmp_path, value, expected):
+  runs = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
+                      python='py', pretrain_freeze_until=value)
+  for run in runs:
+    (override,) = [a for a in run.argv if a.startswith('--params_override=')]
+    present = [o for o in override.split('=', 1)[1].split(',')
+               if o.startswith('task.model.freeze_until')]
+    if run.stage == tb.PRETRAIN and expected:
+      assert present == [expected], run.name
+      assert run.overrides['task.model.freeze_until'] == value
+    else:
+      # Downstream runs keep their experiments' own setting.
+      assert present == [], run.name
+      assert 'task.model.freeze_until' not in run.overrides, run.name
+  with pytest.raises(ValueError, match="freeze_until .*got 'res4'"):
+    tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
+                 pretrain_freeze_until='res4')
+
+
+def test_run_benchmark_records_the_pretrain_setting(tmp_path):
+  out = tmp_path / 'bench'
+  result = tb.run_benchmark(str(out), seeds=[0], quick=True,
+                            runner=StubRunner(), pretrain_freeze_until='')
+  assert result.report['pretrain_freeze_until'] == ''
+  md = (out / 'results.md').read_text()
+  assert ('Pretraining keeps fixed: nothing (every stage trains) '
+          '(`task.model.freeze_until=`).') in md
+
+
 def test_run_benchmark_with_stub_runner(tmp_path):
   runner = StubRunner()
   out = tmp_path / 'bench'
@@ -326,8 +364,10 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   assert set(report) == {
       'schema_version', 'command', 'quick', 'seeds', 'budget', 'metrics',
       'total_duration_s', 'runs', 'summary', 'comparisons', 'durations',
-      'failures', 'missing_metrics', 'resumed_runs', 'ok'}
+      'failures', 'missing_metrics', 'resumed_runs', 'ok',
+      'pretrain_freeze_until'}
   assert report['resumed_runs'] == []
+  assert report['pretrain_freeze_until'] == '3'
   assert report['seeds'] == [0, 1] and report['quick'] is True
   assert report['budget'] == {'pretrain_steps': 10, 'linear_eval_steps': 10,
                               'ava_steps': 10, 'ava_train_videos': 60,
@@ -370,6 +410,8 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   assert runs['seed1/tracking/cvrl']['cpu_s'] == 12.5
   md = (out / 'results.md').read_text()
   assert tb.format_table(result.report['summary']) in md
+  assert ('Pretraining keeps fixed: stem, res2 and res3 '
+          '(`task.model.freeze_until=3`).') in md
   assert 'FAILED' not in md
   png = (out / 'results.png').read_bytes()
   assert png[:8] == b'\x89PNG\r\n\x1a\n'
