@@ -59,7 +59,8 @@ import yaml
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# 2: `resumed_runs` and each run's `resumed` (`--resume`).
+# 2: `resumed_runs` and each run's `resumed` (`--resume`); 3:
+# `pretrain_freeze_until`.
 SCHEMA_VERSION = 3
 
 BACKBONES = ('random', 'cvrl', 'const_cl')
@@ -167,9 +168,12 @@ AVA_SETTING = {'task.model.backbone.resnet_3d_y.dilate_res4_res5': True}
 # while they are what the trackers gain from ("Where the tracking gain
 # went"). '' trains every stage, as the paper does.
 PRETRAIN_FREEZE_UNTIL = '3'
-# configs.backbones.FREEZE_UNTIL (a test keeps them equal); not imported so
+# What each `freeze_until` keeps fixed. Its keys are
+# configs.backbones.FREEZE_UNTIL (a test keeps them equal), not imported so
 # that the driver process stays free of TensorFlow.
-FREEZE_UNTIL_CHOICES = ('', '2', '3')
+FROZEN_STAGES = {'': 'nothing (every stage trains)', '2': 'stem and res2',
+                 '3': 'stem, res2 and res3'}
+FREEZE_UNTIL_CHOICES = tuple(FROZEN_STAGES)
 
 
 def pretrain_overrides(freeze_until: str) -> Dict[str, Any]:
@@ -932,10 +936,8 @@ def _resumed_text(report: Dict[str, Any]) -> str:
 
 
 def _frozen_text(report: Dict[str, Any]) -> str:
-  stages = {'': 'nothing (every stage trains)', '2': 'stem and res2',
-            '3': 'stem, res2 and res3'}
   value = report.get('pretrain_freeze_until', PRETRAIN_FREEZE_UNTIL)
-  return f'{stages[value]} (`task.model.freeze_until={value}`)'
+  return f'{FROZEN_STAGES[value]} (`task.model.freeze_until={value}`)'
 
 
 def format_markdown(report: Dict[str, Any]) -> str:
