@@ -32,6 +32,11 @@ from configs import backbones
 from configs import const_cl
 
 BRANCHES = ('res5g', 'res5r')
+# How the classifier normalizes the pooled features: 'none'; 'l2' (unit
+# length); 'batch_norm' (batch normalization without scale and offset, the
+# linear probe of MAE, He et al. 2022: every feature dimension at zero mean
+# and unit variance whatever the backbone's feature scale).
+POOLED_NORMS = ('none', 'l2', 'batch_norm')
 
 # Dataset sizes (train, validation/test): Kinetics-400 as the pretraining
 # config counts it; UCF101 and HMDB51 split 1.
@@ -75,6 +80,9 @@ class ClassificationModel(hyperparams.Config):
   # res5g for holistic tasks (classification), res5r allowed for ablations.
   branch: str = 'res5g'  # res5g | res5r
   dropout_rate: float = 0.0  # 0 for linear evaluation
+  # Normalization of the pooled features before the classifier
+  # (POOLED_NORMS).
+  pooled_norm: str = 'none'
 
 
 @dataclasses.dataclass
@@ -127,6 +135,9 @@ def validate_classification_task(task: VideoClassificationTask) -> None:
   if not 0.0 <= model.dropout_rate < 1.0:
     raise ValueError('task.model.dropout_rate must be in [0, 1), got '
                      f'{model.dropout_rate}')
+  if model.pooled_norm not in POOLED_NORMS:
+    raise ValueError(f'task.model.pooled_norm must be one of {POOLED_NORMS},'
+                     f' got {model.pooled_norm!r}')
   if task.init_checkpoint_modules != 'backbone':
     raise ValueError('task.init_checkpoint_modules must be backbone (a '
                      'pretraining checkpoint has no classifier), got '

@@ -3,7 +3,8 @@
 SPEC section 2: the backbone keeps one res5 branch (a `ResNet3DY` built with
 `duplicate_res5=False`; the branch weights come from a Y checkpoint through
 `modeling.backbones.branch_loading`), its res5 output is global-average
-pooled over time and space, then dropout and a linear layer give logits.
+pooled over time and space, optionally normalized (`pooled_norm`), then
+dropout and a linear layer give logits.
 """
 from typing import Mapping, Optional, Union
 
@@ -13,11 +14,12 @@ import tf_keras
 from official.vision.modeling import factory_3d
 from official.vision.modeling.backbones import factory as backbone_factory
 
+from configs.video_classification import POOLED_NORMS
 from modeling.backbones import resnet_3d_y  # pylint: disable=unused-import
 
 
 class ClassificationModel(tf_keras.Model):
-  """Backbone -> global average pool of `endpoint` -> dropout -> Dense.
+  """Backbone -> average pool of `endpoint` -> norm -> dropout -> Dense.
 
   With `freeze_backbone=True` (linear evaluation) the backbone is not
   trainable and is ALWAYS called with `training=False`, so batch norm uses
@@ -33,6 +35,9 @@ class ClassificationModel(tf_keras.Model):
                freeze_backbone: bool = False,
                kernel_regularizer: Optional[
                    tf_keras.regularizers.Regularizer] = None,
+               pooled_norm: str = 'none',
+               norm_momentum: float = 0.99,
+               norm_epsilon: float = 1e-3,
                **kwargs):
     """Initializes the model.
 
@@ -44,10 +49,14 @@ class ClassificationModel(tf_keras.Model):
       dropout_rate: Dropout rate before the classifier, in [0, 1).
       freeze_backbone: Linear evaluation: frozen backbone in inference mode.
       kernel_regularizer: Regularizer of the classifier kernel, or None.
+      pooled_norm: One of POOLED_NORMS, applied to the pooled features.
+      norm_momentum: Moving-statistics momentum of 'batch_norm'.
+      norm_epsilon: Variance epsilon of 'batch_norm'.
       **kwargs: Passed to `tf_keras.Model`.
 
     Raises:
-      ValueError: on a bad `num_classes`, `dropout_rate` or `endpoint`.
+      ValueError: on a bad `num_classes`, `dropout_rate`, `endpoint` or
+        `pooled_norm`.
     """
     super().__init__(**kwargs)
     if num_classes < 1:
@@ -56,6 +65,9 @@ class ClassificationModel(tf_keras.Model):
     if not 0.0 <= dropout_rate < 1.0:
       raise ValueError(f'ClassificationModel: dropout_rate must be in [0, 1),'
                        f' got {dropout_rate}')
+    if pooled_norm not in POOLED_NORMS:
+      raise ValueError(f'ClassificationModel: pooled_norm must be one of '
+                       f'{POOLED_NORMS}, got {pooled_norm!r}')
     specs = getattr(backbone, 'output_specs', None)
     if specs is not None and endpoint not in specs:
       raise ValueError(f'ClassificationModel: endpoint {endpoint!r} is not '
@@ -67,6 +79,12 @@ class ClassificationModel(tf_keras.Model):
     self._freeze_backbone = freeze_backbone
     if freeze_backbone:
       self._backbone.trainable = False
+    self._pooled_norm = pooled_norm
+    self._feature_norm = None
+    if pooled_norm == 'batch_norm':
+      self._feature_norm = tf_keras.layers.BatchNormalization(
+          center=False, scale=False, momentum=norm_momentum,
+          epsilon=norm_epsilon, dtype='float32', name='pooled_norm')
     self._dropout = tf_keras.layers.Dropout(dropout_rate)
     # float32 logits: under mixed precision the softmax and the loss would
     # otherwise run in bfloat16.
@@ -101,6 +119,10 @@ class ClassificationModel(tf_keras.Model):
     """Returns [B, num_classes] float32 logits."""
     images = inputs['image'] if isinstance(inputs, Mapping) else inputs
     x = self.pooled_features(images, training=training)
+    if self._pooled_norm == 'l2':
+      x = tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1)
+    elif self._feature_norm is not None:
+      x = self._feature_norm(x, training=training)
     x = self._dropout(x, training=training)
     return self._classifier(x)
 
@@ -110,6 +132,7 @@ class ClassificationModel(tf_keras.Model):
         'endpoint': self._endpoint,
         'dropout_rate': self._dropout_rate,
         'freeze_backbone': self._freeze_backbone,
+        'pooled_norm': self._pooled_norm,
     }
 
 
@@ -146,4 +169,8 @@ def build_classification_model(
       backbone=backbone, num_classes=num_classes, endpoint='5g',
       dropout_rate=model_config.dropout_rate,
       freeze_backbone=freeze_backbone,
-      kernel_regularizer=l2_regularizer, name='const_cl_classification')
+      kernel_regularizer=l2_regularizer,
+      pooled_norm=model_config.pooled_norm,
+      norm_momentum=model_config.norm_activation.norm_momentum,
+      norm_epsilon=model_config.norm_activation.norm_epsilon,
+      name='const_cl_classification')

@@ -73,3 +73,51 @@ def test_bad_arguments_are_errors():
     classification_model.ClassificationModel(_backbone(), 3, dropout_rate=1.0)
   with pytest.raises(ValueError, match="endpoint '6'"):
     classification_model.ClassificationModel(_backbone(), 3, endpoint='6')
+  with pytest.raises(ValueError, match="pooled_norm must be one of .*'bn'"):
+    classification_model.ClassificationModel(_backbone(), 3, pooled_norm='bn')
+
+
+def _pooled_and_classifier(model, x):
+  pooled = model.backbone(x, training=False)['5g'].numpy().mean(
+      axis=(1, 2, 3))
+  kernel, bias = (w.numpy() for w in model.classifier.weights)
+  return pooled, kernel, bias
+
+
+def test_l2_pooled_norm_feeds_unit_length_features():
+  model = classification_model.ClassificationModel(
+      _backbone(), 4, freeze_backbone=True, pooled_norm='l2')
+  x = tf.random.uniform([3, 4, 32, 32, 3])
+  logits = model(x, training=True).numpy()
+  pooled, kernel, bias = _pooled_and_classifier(model, x)
+  unit = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+  np.testing.assert_allclose(logits, unit @ kernel + bias, rtol=1e-4,
+                             atol=1e-6)
+
+
+def test_batch_norm_pooled_norm_standardizes_each_dimension():
+  model = classification_model.ClassificationModel(
+      _backbone(), 4, freeze_backbone=True, pooled_norm='batch_norm',
+      norm_momentum=0.9, norm_epsilon=1e-5)
+  x = tf.random.uniform([6, 4, 32, 32, 3])
+  logits = model(x, training=True).numpy()
+  pooled, kernel, bias = _pooled_and_classifier(model, x)
+  mean, var = pooled.mean(0), pooled.var(0)
+  standard = (pooled - mean) / np.sqrt(var + 1e-5)
+  np.testing.assert_allclose(logits, standard @ kernel + bias, rtol=1e-3,
+                             atol=1e-4)
+  # No scale or offset to learn: the classifier is still all that trains.
+  assert {v.ref() for v in model.trainable_variables} == {
+      v.ref() for v in model.classifier.weights}
+  # One training step moved the moving statistics 10 % of the way
+  # (momentum 0.9) from their initial 0 and 1 to the batch's mean and
+  # (biased) variance.
+  norm = model.get_layer('pooled_norm')
+  np.testing.assert_allclose(norm.moving_mean.numpy(), 0.1 * mean,
+                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(norm.moving_variance.numpy(),
+                             0.9 + 0.1 * var, rtol=1e-4)
+  # Inference reads those moving statistics.
+  moving = (pooled - 0.1 * mean) / np.sqrt(0.9 + 0.1 * var + 1e-5)
+  np.testing.assert_allclose(model(x, training=False).numpy(),
+                             moving @ kernel + bias, rtol=1e-3, atol=1e-4)

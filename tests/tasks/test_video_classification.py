@@ -248,6 +248,11 @@ def test_linear_eval_config_forbids_dropout_and_weight_decay():
   config.task.model.branch = 'res5x'
   with pytest.raises(ValueError, match='res5x'):
     config.validate()
+  config = exp_factory.get_exp_config('const_cl_linear_eval_kinetics400')
+  config.task.model.pooled_norm = 'layer_norm'
+  with pytest.raises(ValueError,
+                     match="task.model.pooled_norm .*'layer_norm'"):
+    config.validate()
 
 
 def test_experiments_hold_the_spec_settings():
