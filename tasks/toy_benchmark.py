@@ -42,6 +42,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import glob
+import hashlib
 import json
 import math
 import os
@@ -58,10 +59,13 @@ import numpy as np
 import yaml
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What the runs execute: `code_version` hashes these files.
+CODE_PATHS = ('train.py', 'configs', 'dataloaders', 'modeling', 'tasks',
+              'tools')
 
 # 2: `resumed_runs` and each run's `resumed` (`--resume`); 3:
-# `pretrain_freeze_until`.
-SCHEMA_VERSION = 3
+# `pretrain_freeze_until`; 4: `code_version`, in the report and each run.
+SCHEMA_VERSION = 4
 
 BACKBONES = ('random', 'cvrl', 'const_cl')
 BACKBONE_LABELS = {'random': 'Random init', 'cvrl': 'CVRL',
@@ -236,6 +240,31 @@ class RunResult(RunIdentity):
   log_tail: str = ''
   # Taken from an earlier invocation's record (`--resume`), not run now.
   resumed: bool = False
+  # `code_version()` of the code that made the run.
+  code_version: str = ''
+
+
+def code_version(root: str = REPO_ROOT) -> str:
+  """A hash of the Python and YAML files under `root`'s CODE_PATHS.
+
+  Records made by other code are not reused by `--resume`: a changed model,
+  task or config would otherwise mix old and new runs in one table.
+  """
+  files = []
+  for name in CODE_PATHS:
+    path = os.path.join(root, name)
+    if os.path.isfile(path):
+      files.append(path)
+    for dirpath, dirnames, filenames in os.walk(path):
+      dirnames[:] = sorted(d for d in dirnames if d != '__pycache__')
+      files.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+                   if f.endswith(('.py', '.yaml')))
+  digest = hashlib.sha256()
+  for path in files:
+    digest.update(os.path.relpath(path, root).encode() + b'\0')
+    with open(path, 'rb') as f:
+      digest.update(hashlib.sha256(f.read()).digest())
+  return digest.hexdigest()[:16]
 
 
 # -- planning ---------------------------------------------------------------
@@ -589,13 +618,14 @@ def record_path(spec: RunSpec) -> str:
   return os.path.splitext(spec.log_path)[0] + '.result.json'
 
 
-def load_reusable(spec: RunSpec, results: Mapping[str, RunResult]
-                  ) -> Optional[RunResult]:
+def load_reusable(spec: RunSpec, results: Mapping[str, RunResult],
+                  code: str = '') -> Optional[RunResult]:
   """`spec`'s recorded result if `--resume` may reuse it, else None.
 
   Reusable: every run it depends on was reused too (a run made again
   leaves a new checkpoint), and the record is of a successful run with
-  exactly this spec's command line whose model dir is still there.
+  exactly this spec's command line, made by code of version `code`
+  (`code_version`), whose model dir is still there.
   """
   if not all(results[d].resumed for d in spec.depends_on):
     return None
@@ -609,6 +639,10 @@ def load_reusable(spec: RunSpec, results: Mapping[str, RunResult]
     logging.warning('--resume: cannot read %s (%s: %s); %s runs again', path,
                     type(e).__name__, e, spec.name)
     return None
+  if result.code_version != code:
+    logging.info('--resume: %s was made by code %s, this is %s; it runs '
+                 'again', spec.name, result.code_version or '(unknown)', code)
+    return None
   if (result.status != 'ok' or result.argv != spec.argv or
       not os.path.isdir(spec.model_dir)):
     return None
@@ -616,13 +650,15 @@ def load_reusable(spec: RunSpec, results: Mapping[str, RunResult]
   return result
 
 
-def execute_run(spec: RunSpec, runner: Runner, budget: Budget) -> RunResult:
+def execute_run(spec: RunSpec, runner: Runner, budget: Budget,
+                code: str = '') -> RunResult:
   """Runs one spec from a clean model dir and reads its results.
 
   A successful run's result is recorded at `record_path(spec)` (the
-  scheduler removed the earlier one, `_forget_records`).
+  scheduler removed the earlier one, `_forget_records`), with `code` (the
+  `code_version` it ran).
   """
-  result = RunResult(**spec.identity())
+  result = RunResult(**spec.identity(), code_version=code)
   # A stale checkpoint would make train.py resume instead of starting over.
   if os.path.isdir(spec.model_dir):
     shutil.rmtree(spec.model_dir)
@@ -667,17 +703,20 @@ def execute_run(spec: RunSpec, runner: Runner, budget: Budget) -> RunResult:
   return result
 
 
-def _unrun_result(spec: RunSpec, status: str, error: str) -> RunResult:
-  return RunResult(**spec.identity(), status=status, error=error)
+def _unrun_result(spec: RunSpec, status: str, error: str,
+                  code: str = '') -> RunResult:
+  return RunResult(**spec.identity(), status=status, error=error,
+                   code_version=code)
 
 
 def execute_plan(runs: Sequence[RunSpec], runner: Runner, budget: Budget,
-                 jobs: int = 1, resume: bool = False) -> List[RunResult]:
+                 jobs: int = 1, resume: bool = False,
+                 code: str = '') -> List[RunResult]:
   """Runs every spec once its dependencies succeeded; up to `jobs` at once.
 
   A run whose dependency failed or was skipped is skipped, with the reason.
-  With `resume`, a run that `load_reusable` finds recorded is not run again.
-  Returns results in the order of `runs`.
+  With `resume`, a run that `load_reusable` finds recorded by code `code`
+  is not run again. Returns results in the order of `runs`.
   """
   if jobs < 1:
     raise ValueError(f'jobs must be >= 1, got {jobs}')
@@ -692,7 +731,7 @@ def execute_plan(runs: Sequence[RunSpec], runner: Runner, budget: Budget,
   with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
     try:
       _schedule(pending, running, results, pool, runner, budget, jobs,
-                resume)
+                resume, code)
     except BaseException:
       # Interrupted (Ctrl-C, SIGTERM): stop the children, or the pool would
       # wait for them to finish.
@@ -719,7 +758,8 @@ def _forget_records(spec: RunSpec, pending: Sequence[RunSpec]) -> None:
       os.remove(record_path(p))
 
 
-def _schedule(pending, running, results, pool, runner, budget, jobs, resume):
+def _schedule(pending, running, results, pool, runner, budget, jobs, resume,
+              code):
   """The scheduling loop of `execute_plan` (updates its containers)."""
   looked_up = set()  # runs whose record `load_reusable` has read
   while pending or running:
@@ -730,14 +770,15 @@ def _schedule(pending, running, results, pool, runner, budget, jobs, resume):
       if bad:
         pending.remove(spec)
         results[spec.name] = _unrun_result(
-            spec, 'skipped', f'not run: {", ".join(bad)} did not succeed')
+            spec, 'skipped', f'not run: {", ".join(bad)} did not succeed',
+            code)
         continue
       if not all(d in results for d in spec.depends_on):
         continue
       reused = None
       if resume and spec.name not in looked_up:
         looked_up.add(spec.name)
-        reused = load_reusable(spec, results)
+        reused = load_reusable(spec, results, code)
       if reused is not None:
         pending.remove(spec)
         results[spec.name] = reused
@@ -749,7 +790,7 @@ def _schedule(pending, running, results, pool, runner, budget, jobs, resume):
       pending.remove(spec)
       _forget_records(spec, pending)
       logging.info('starting %s: %s', spec.name, ' '.join(spec.argv))
-      running[pool.submit(execute_run, spec, runner, budget)] = spec
+      running[pool.submit(execute_run, spec, runner, budget, code)] = spec
     if reused_any and not running:
       continue
     if not running:
@@ -764,7 +805,7 @@ def _schedule(pending, running, results, pool, runner, budget, jobs, resume):
         results[spec.name] = future.result()
       except Exception as e:  # pylint: disable=broad-except
         results[spec.name] = _unrun_result(
-            spec, 'failed', f'{type(e).__name__}: {e}')
+            spec, 'failed', f'{type(e).__name__}: {e}', code)
 
 
 # -- summarizing ------------------------------------------------------------
@@ -950,7 +991,8 @@ def format_markdown(report: Dict[str, Any]) -> str:
       f'{"quick" if report["quick"] else "full"} run; total '
       f'{report["total_duration_s"] / 60:.1f} min.' + _resumed_text(report)
       + '  ',
-      f'Pretraining keeps fixed: {_frozen_text(report)}.',
+      f'Pretraining keeps fixed: {_frozen_text(report)}. Code version: '
+      f'{report.get("code_version") or "unknown"}.',
       '',
       'Cells: mean ± sample std [min, max] over seeds, in percent '
       '(one seed: the value).',
@@ -1014,8 +1056,8 @@ class BenchmarkResult:
 def build_report(results: Sequence[RunResult], seeds: Sequence[int],
                  budget: Budget, quick: bool, command: Sequence[str],
                  total_duration_s: float,
-                 pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL
-                 ) -> Dict[str, Any]:
+                 pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
+                 code: str = '') -> Dict[str, Any]:
   """The results.json content."""
   summary = summarize(results, seeds)
   missing = [f'{m}/{b}' for m, per in summary.items()
@@ -1028,6 +1070,7 @@ def build_report(results: Sequence[RunResult], seeds: Sequence[int],
       'seeds': list(seeds),
       'budget': dataclasses.asdict(budget),
       'pretrain_freeze_until': pretrain_freeze_until,
+      'code_version': code,
       'metrics': [dataclasses.asdict(m) for m in METRICS],
       'total_duration_s': float(total_duration_s),
       'runs': [dataclasses.asdict(r) for r in results],
@@ -1055,8 +1098,8 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
                   runner: Optional[Runner] = None, jobs: int = 1,
                   command: Sequence[str] = (),
                   resume: bool = False,
-                  pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL
-                  ) -> BenchmarkResult:
+                  pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
+                  code: Optional[str] = None) -> BenchmarkResult:
   """Plans, runs and reports the benchmark; writes results.{json,md,png}.
 
   Args:
@@ -1072,6 +1115,8 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
     pretrain_freeze_until: Backbone stages both pretrainings keep at their
       random initialization: '3' (stem to res3), '2' (stem, res2) or ''
       (none, as in the paper).
+    code: The code version recorded with each run and compared on
+      `resume`; default `code_version()` of this checkout.
 
   Returns:
     The report (results.json content) and whether every number is there.
@@ -1082,13 +1127,15 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
   runner = runner or SubprocessRunner()
   output_dir = os.path.abspath(output_dir)
   started = time.time()
+  code = code_version() if code is None else code
   runs = plan_runs(output_dir, seeds, budget,
                    pretrain_freeze_until=pretrain_freeze_until)
-  logging.info('toy benchmark: %d runs, seeds %s, budget %s, started %s',
-               len(runs), list(seeds), budget,
+  logging.info('toy benchmark: %d runs, seeds %s, budget %s, code %s, '
+               'started %s', len(runs), list(seeds), budget, code,
                datetime.datetime.now().isoformat(timespec='seconds'))
-  results = execute_plan(runs, runner, budget, jobs=jobs, resume=resume)
+  results = execute_plan(runs, runner, budget, jobs=jobs, resume=resume,
+                         code=code)
   report = build_report(results, seeds, budget, quick, command,
-                        time.time() - started, pretrain_freeze_until)
+                        time.time() - started, pretrain_freeze_until, code)
   write_outputs(report, output_dir)
   return BenchmarkResult(report=report, ok=report['ok'])

@@ -59,9 +59,9 @@ _PRETRAIN_FREEZE_UNTIL = flags.DEFINE_enum(
     "setting; --pretrain_freeze_until=).")
 _RESUME = flags.DEFINE_bool(
     'resume', False, 'Reuse each run that an earlier invocation with this '
-    '--output_dir finished with the same train.py / track.py command line; '
-    'run the others, and again every run downstream of a run that runs. '
-    'Records do not know the code: after changing it, run without.')
+    '--output_dir finished with the same train.py / track.py command line '
+    'and the same code version; run the others, and again every run '
+    'downstream of a run that runs.')
 
 
 def _interrupt(signum, frame):

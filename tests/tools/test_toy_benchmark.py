@@ -365,7 +365,8 @@ def test_run_benchmark_with_stub_runner(tmp_path):
       'schema_version', 'command', 'quick', 'seeds', 'budget', 'metrics',
       'total_duration_s', 'runs', 'summary', 'comparisons', 'durations',
       'failures', 'missing_metrics', 'resumed_runs', 'ok',
-      'pretrain_freeze_until'}
+      'pretrain_freeze_until', 'code_version'}
+  assert report['code_version'] == tb.code_version()
   assert report['resumed_runs'] == []
   assert report['pretrain_freeze_until'] == '3'
   assert report['seeds'] == [0, 1] and report['quick'] is True
@@ -376,9 +377,10 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   run_keys = {'name', 'stage', 'backbone', 'seed', 'experiment', 'overrides',
               'argv', 'model_dir', 'status', 'returncode', 'duration_s',
               'cpu_s', 'config', 'final_train', 'final_validation', 'metrics',
-              'error', 'log_tail', 'resumed'}
+              'error', 'log_tail', 'resumed', 'code_version'}
   for run in report['runs']:
     assert set(run) == run_keys
+    assert run['code_version'] == report['code_version']
     assert run['status'] == 'ok' and run['returncode'] == 0
     assert run['duration_s'] >= 0
   runs = {r['name']: r for r in report['runs']}
@@ -411,7 +413,8 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   md = (out / 'results.md').read_text()
   assert tb.format_table(result.report['summary']) in md
   assert ('Pretraining keeps fixed: stem, res2 and res3 '
-          '(`task.model.freeze_until=3`).') in md
+          '(`task.model.freeze_until=3`). Code version: '
+          f'{report["code_version"]}.') in md
   assert 'FAILED' not in md
   png = (out / 'results.png').read_bytes()
   assert png[:8] == b'\x89PNG\r\n\x1a\n'
@@ -547,6 +550,52 @@ def test_resume_runs_again_what_failed_or_lost_its_model_dir(tmp_path):
   assert result.ok
   assert runner.calls == ['seed0/linear_eval/const_cl',
                           'seed0/tracking/random', 'seed0/track_eval/random']
+
+
+def test_resume_runs_again_what_other_code_made(tmp_path):
+  out = str(tmp_path / 'bench')
+  first = tb.run_benchmark(out, seeds=[0], quick=True, runner=StubRunner(),
+                           code='aaaa')
+  assert {r['code_version'] for r in first.report['runs']} == {'aaaa'}
+  same = StubRunner()
+  tb.run_benchmark(out, seeds=[0], quick=True, runner=same, resume=True,
+                   code='aaaa')
+  assert same.calls == []
+  other = StubRunner()
+  second = tb.run_benchmark(out, seeds=[0], quick=True, runner=other,
+                            resume=True, code='bbbb')
+  assert other.calls == [r['name'] for r in first.report['runs']]
+  assert second.report['resumed_runs'] == []
+  assert {r['code_version'] for r in second.report['runs']} == {'bbbb'}
+
+
+def test_code_version_follows_the_code_files(tmp_path):
+  root = tmp_path / 'repo'
+  (root / 'modeling' / '__pycache__').mkdir(parents=True)
+  (root / 'configs' / 'yaml').mkdir(parents=True)
+  (root / 'train.py').write_text('print(1)\n')
+  (root / 'modeling' / 'm.py').write_text('x = 1\n')
+  (root / 'configs' / 'yaml' / 'e.yaml').write_text('task: {}\n')
+  base = tb.code_version(str(root))
+  assert len(base) == 16 and int(base, 16) >= 0
+  # Caches, notes and files outside CODE_PATHS do not count.
+  (root / 'modeling' / '__pycache__' / 'm.cpython-311.pyc').write_bytes(b'1')
+  (root / 'modeling' / 'NOTES.md').write_text('notes')
+  (root / 'docs').mkdir()
+  (root / 'docs' / 'd.py').write_text('y = 2\n')
+  assert tb.code_version(str(root)) == base
+  # A changed module, config or entry point does.
+  (root / 'modeling' / 'm.py').write_text('x = 2\n')
+  changed = tb.code_version(str(root))
+  assert changed != base
+  (root / 'modeling' / 'm.py').write_text('x = 1\n')
+  assert tb.code_version(str(root)) == base
+  (root / 'configs' / 'yaml' / 'e.yaml').write_text('task: {a: 1}\n')
+  assert tb.code_version(str(root)) not in (base, changed)
+  # A file moved to another package is another code.
+  (root / 'configs' / 'yaml' / 'e.yaml').write_text('task: {}\n')
+  (root / 'modeling' / 'm.py').rename(root / 'configs' / 'm.py')
+  assert tb.code_version(str(root)) != base
 
 
 def test_unreadable_record_is_run_again(tmp_path):
