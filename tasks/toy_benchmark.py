@@ -64,7 +64,8 @@ CODE_PATHS = ('train.py', 'configs', 'dataloaders', 'modeling', 'tasks',
               'tools')
 
 # 2: `resumed_runs` and each run's `resumed` (`--resume`); 3:
-# `pretrain_freeze_until`; 4: `code_version`, in the report and each run.
+# `pretrain_freeze_until`; 4: `code_version`, in the report and each run,
+# and `tracking_learning_rate`.
 SCHEMA_VERSION = 4
 
 BACKBONES = ('random', 'cvrl', 'const_cl')
@@ -178,6 +179,21 @@ PRETRAIN_FREEZE_UNTIL = '3'
 FROZEN_STAGES = {'': 'nothing (every stage trains)', '2': 'stem and res2',
                  '3': 'stem, res2 and res3'}
 FREEZE_UNTIL_CHOICES = tuple(FROZEN_STAGES)
+
+
+def tracking_overrides(learning_rate: Optional[float]) -> Dict[str, Any]:
+  """The trackers' initial learning rate (none: the registered 1e-2).
+
+  The exponential decay keeps its rate, so the run ends at a tenth of it.
+  """
+  if learning_rate is None:
+    return {}
+  if not (isinstance(learning_rate, (int, float)) and
+          math.isfinite(learning_rate) and learning_rate > 0):
+    raise ValueError(f'tracking learning rate must be a finite number > 0, '
+                     f'got {learning_rate!r}')
+  key = 'trainer.optimizer_config.learning_rate.exponential'
+  return {f'{key}.initial_learning_rate': float(learning_rate)}
 
 
 def pretrain_overrides(freeze_until: str) -> Dict[str, Any]:
@@ -362,11 +378,13 @@ def _train_argv(experiment: str, model_dir: str, overrides, seed: int,
 
 def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
               python: str = sys.executable,
-              pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL
+              pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
+              tracking_learning_rate: Optional[float] = None
               ) -> List[RunSpec]:
   """Every run of the benchmark, in a valid execution order."""
   budget.validate()
   pretrain_setting = pretrain_overrides(pretrain_freeze_until)
+  tracking_setting = tracking_overrides(tracking_learning_rate)
   runs = []
   for seed in seeds:
     root = os.path.join(output_dir, 'runs', f'seed{seed}')
@@ -402,6 +420,7 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
         if stage == TRACKING:
           overrides['task.toy_world.num_eval_sequences'] = (
               budget.tracking_eval_sequences)
+          overrides.update(tracking_setting)
         runs.append(spec(stage, backbone, EXPERIMENTS[stage], overrides,
                          depends_on=[pre.name] if pre else []))
     for backbone in BACKBONES:
@@ -981,6 +1000,13 @@ def _frozen_text(report: Dict[str, Any]) -> str:
   return f'{FROZEN_STAGES[value]} (`task.model.freeze_until={value}`)'
 
 
+def _tracking_lr_text(report: Dict[str, Any]) -> str:
+  value = report.get('tracking_learning_rate')
+  if value is None:
+    return 'Trackers: the registered learning rate.'
+  return f'Trackers: initial learning rate {value:g}.'
+
+
 def format_markdown(report: Dict[str, Any]) -> str:
   seeds = report['seeds']
   lines = [
@@ -991,7 +1017,8 @@ def format_markdown(report: Dict[str, Any]) -> str:
       f'{"quick" if report["quick"] else "full"} run; total '
       f'{report["total_duration_s"] / 60:.1f} min.' + _resumed_text(report)
       + '  ',
-      f'Pretraining keeps fixed: {_frozen_text(report)}. Code version: '
+      f'Pretraining keeps fixed: {_frozen_text(report)}. '
+      f'{_tracking_lr_text(report)} Code version: '
       f'{report.get("code_version") or "unknown"}.',
       '',
       'Cells: mean ± sample std [min, max] over seeds, in percent '
@@ -1057,7 +1084,9 @@ def build_report(results: Sequence[RunResult], seeds: Sequence[int],
                  budget: Budget, quick: bool, command: Sequence[str],
                  total_duration_s: float,
                  pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
-                 code: str = '') -> Dict[str, Any]:
+                 code: str = '',
+                 tracking_learning_rate: Optional[float] = None
+                 ) -> Dict[str, Any]:
   """The results.json content."""
   summary = summarize(results, seeds)
   missing = [f'{m}/{b}' for m, per in summary.items()
@@ -1070,6 +1099,7 @@ def build_report(results: Sequence[RunResult], seeds: Sequence[int],
       'seeds': list(seeds),
       'budget': dataclasses.asdict(budget),
       'pretrain_freeze_until': pretrain_freeze_until,
+      'tracking_learning_rate': tracking_learning_rate,
       'code_version': code,
       'metrics': [dataclasses.asdict(m) for m in METRICS],
       'total_duration_s': float(total_duration_s),
@@ -1099,7 +1129,9 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
                   command: Sequence[str] = (),
                   resume: bool = False,
                   pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
-                  code: Optional[str] = None) -> BenchmarkResult:
+                  code: Optional[str] = None,
+                  tracking_learning_rate: Optional[float] = None
+                  ) -> BenchmarkResult:
   """Plans, runs and reports the benchmark; writes results.{json,md,png}.
 
   Args:
@@ -1117,6 +1149,8 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
       (none, as in the paper).
     code: The code version recorded with each run and compared on
       `resume`; default `code_version()` of this checkout.
+    tracking_learning_rate: The trackers' initial learning rate; None
+      keeps the registered one (1e-2).
 
   Returns:
     The report (results.json content) and whether every number is there.
@@ -1129,13 +1163,15 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
   started = time.time()
   code = code_version() if code is None else code
   runs = plan_runs(output_dir, seeds, budget,
-                   pretrain_freeze_until=pretrain_freeze_until)
+                   pretrain_freeze_until=pretrain_freeze_until,
+                   tracking_learning_rate=tracking_learning_rate)
   logging.info('toy benchmark: %d runs, seeds %s, budget %s, code %s, '
                'started %s', len(runs), list(seeds), budget, code,
                datetime.datetime.now().isoformat(timespec='seconds'))
   results = execute_plan(runs, runner, budget, jobs=jobs, resume=resume,
                          code=code)
   report = build_report(results, seeds, budget, quick, command,
-                        time.time() - started, pretrain_freeze_until, code)
+                        time.time() - started, pretrain_freeze_until, code,
+                        tracking_learning_rate)
   write_outputs(report, output_dir)
   return BenchmarkResult(report=report, ok=report['ok'])

@@ -57,6 +57,10 @@ _PRETRAIN_FREEZE_UNTIL = flags.DEFINE_enum(
     "Backbone stages both pretrainings keep at their random initialization: "
     "'3' stem to res3 (default), '2' stem and res2, '' none (the paper's "
     "setting; --pretrain_freeze_until=).")
+_TRACKING_LEARNING_RATE = flags.DEFINE_float(
+    'tracking_learning_rate', None,
+    "The trackers' initial learning rate (default: the registered 1e-2; "
+    'the decay keeps its rate).')
 _RESUME = flags.DEFINE_bool(
     'resume', False, 'Reuse each run that an earlier invocation with this '
     '--output_dir finished with the same train.py / track.py command line '
@@ -85,7 +89,8 @@ def main(argv):
       _OUTPUT_DIR.value, seeds=list(range(_SEEDS.value)), quick=_QUICK.value,
       budget=budget, jobs=_JOBS.value, command=sys.argv,
       resume=_RESUME.value,
-      pretrain_freeze_until=_PRETRAIN_FREEZE_UNTIL.value)
+      pretrain_freeze_until=_PRETRAIN_FREEZE_UNTIL.value,
+      tracking_learning_rate=_TRACKING_LEARNING_RATE.value)
   out = os.path.abspath(_OUTPUT_DIR.value)
   print(toy_benchmark.format_table(result.report['summary']))
   print(f'results: {out}/results.md, results.json, results.png')

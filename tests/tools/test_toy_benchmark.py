@@ -252,13 +252,20 @@ def test_overrides_apply_to_registered_experiments(tmp_path):
   from official.core import exp_factory
   from official.modeling import hyperparams
   from tasks import registry_imports  # pylint: disable=unused-import
-  runs = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET)
+  runs = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
+                      tracking_learning_rate=1e-3)
   for run in runs:
     params = exp_factory.get_exp_config(run.experiment)
     params = hyperparams.override_params_dict(
         params, tb.format_overrides(run.overrides), is_strict=True)
     params.validate()
     assert params.trainer.train_steps == 10, run.name
+    if run.stage in (tb.TRACKING, tb.TRACK_EVAL):
+      lr = params.trainer.optimizer_config.learning_rate.exponential
+      # The registered toy tracker decays 1e-2 to 1e-3 (rate 0.1): from
+      # 1e-3 the run ends at 1e-4.
+      assert (lr.initial_learning_rate, lr.decay_rate) == (
+          1e-3, pytest.approx(0.1)), run.name
 
 
 class StubRunner:
@@ -342,6 +349,38 @@ def test_pretrain_freeze_until_reaches_both_pretrainings_only(
                  pretrain_freeze_until='res4')
 
 
+def test_tracking_learning_rate_reaches_the_trackers_only(tmp_path):
+  key = 'trainer.optimizer_config.learning_rate.exponential'
+  runs = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
+                      python='py', tracking_learning_rate=1e-3)
+  for run in runs:
+    (override,) = [a for a in run.argv if a.startswith('--params_override=')]
+    present = [o for o in override.split('=', 1)[1].split(',')
+               if o.startswith(f'{key}.initial_learning_rate')]
+    if run.stage in (tb.TRACKING, tb.TRACK_EVAL):
+      # The OTB evaluation builds the tracker from the same overrides.
+      assert present == [f'{key}.initial_learning_rate=0.001'], run.name
+    else:
+      assert present == [], run.name
+  default = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
+                         python='py')
+  assert all(f'{key}.initial_learning_rate' not in r.overrides
+             for r in default)
+  for bad in (0.0, -1e-3, float('nan'), '0.01'):
+    with pytest.raises(ValueError, match='tracking learning rate must be'):
+      tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
+                   tracking_learning_rate=bad)
+
+
+def test_run_benchmark_records_the_tracking_learning_rate(tmp_path):
+  out = tmp_path / 'bench'
+  result = tb.run_benchmark(str(out), seeds=[0], quick=True,
+                            runner=StubRunner(), tracking_learning_rate=1e-3)
+  assert result.report['tracking_learning_rate'] == 1e-3
+  md = (out / 'results.md').read_text()
+  assert 'Trackers: initial learning rate 0.001.' in md
+
+
 def test_run_benchmark_records_the_pretrain_setting(tmp_path):
   out = tmp_path / 'bench'
   result = tb.run_benchmark(str(out), seeds=[0], quick=True,
@@ -365,8 +404,9 @@ def test_run_benchmark_with_stub_runner(tmp_path):
       'schema_version', 'command', 'quick', 'seeds', 'budget', 'metrics',
       'total_duration_s', 'runs', 'summary', 'comparisons', 'durations',
       'failures', 'missing_metrics', 'resumed_runs', 'ok',
-      'pretrain_freeze_until', 'code_version'}
+      'pretrain_freeze_until', 'code_version', 'tracking_learning_rate'}
   assert report['code_version'] == tb.code_version()
+  assert report['tracking_learning_rate'] is None
   assert report['resumed_runs'] == []
   assert report['pretrain_freeze_until'] == '3'
   assert report['seeds'] == [0, 1] and report['quick'] is True
@@ -413,8 +453,8 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   md = (out / 'results.md').read_text()
   assert tb.format_table(result.report['summary']) in md
   assert ('Pretraining keeps fixed: stem, res2 and res3 '
-          '(`task.model.freeze_until=3`). Code version: '
-          f'{report["code_version"]}.') in md
+          '(`task.model.freeze_until=3`). Trackers: the registered learning '
+          f'rate. Code version: {report["code_version"]}.') in md
   assert 'FAILED' not in md
   png = (out / 'results.png').read_bytes()
   assert png[:8] == b'\x89PNG\r\n\x1a\n'
