@@ -2,7 +2,7 @@
 
 XLA: the whole `ConstCLPretrainTask.train_step` (forward, both losses,
 gradients, SGD update, metrics) compiles with `jit_compile=True` and gives
-the loss (1e-4) and, to float32 precision of training-mode BN, the update
+the loss (1e-3) and, to float32 precision of training-mode BN, the update
 of the uncompiled step (same direction per variable). The `random` and
 `nearest` region-frame strategies compile too (`tf.random.uniform` has an
 XLA kernel; the draw is stateful, so it is checked for range, not value).
@@ -49,9 +49,11 @@ def _reset(model, optimizer, init):
 @pytest.fixture(scope='module')
 def float32_setup():
   # Seeded weights. Over 12 weight seeds (one process each draw) the worst
-  # values were: XLA loss 2.8e-5 relative (tolerance 1e-4), update cosine
-  # 0.99995 (> 0.99), update difference 0.7% of its norm (10%); bfloat16
-  # loss 6.2e-4 relative (2%).
+  # values were: XLA loss 2.8e-5 relative, update cosine 0.99995 (> 0.99),
+  # update difference 0.7% of its norm (10%); bfloat16 loss 6.2e-4 relative
+  # (2%). On a second CPU (AMD EPYC, AVX-512) over 8 weight seeds: XLA loss
+  # 2.7e-4 relative (this seed, 0; the others <= 7.7e-5), cosine 0.9976,
+  # update difference 2.1%; hence the XLA loss tolerance 1e-3.
   tf_keras.utils.set_random_seed(0)
   config = mw.tiny_config(use_sync_bn=False, global_batch=BATCH)
   task, model, optimizer = mw.build(config)
@@ -76,7 +78,7 @@ def test_train_step_compiles_with_xla_and_matches_the_plain_step(
   loss_plain, after_plain = results[False]
   loss_xla, after_xla = results[True]
   assert np.isfinite(loss_plain)
-  np.testing.assert_allclose(loss_xla, loss_plain, rtol=1e-4)
+  np.testing.assert_allclose(loss_xla, loss_plain, rtol=1e-3)
   # The update (lr x gradient) agrees in direction, variable by variable
   # (cosine > 0.99), and over the whole model to 10% of its norm (2.2% was
   # seen in a full-suite run, under 2% alone: thread scheduling changes the
