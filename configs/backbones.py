@@ -21,9 +21,9 @@ R3D50_TEMPORAL_KERNEL_SIZES = (1, 1, 1) + (1, 1, 1, 1) + (3,) * 6 + (3, 3, 3)
 
 
 # `freeze_until` of the pretraining and tracking models: the backbone stages
-# their train steps keep fixed, from the input side. '' none, '2' stem +
-# res2, '3' stem + res2 + res3.
-FREEZE_UNTIL = ('', '2', '3')
+# their train steps keep fixed, from the input side. '' none, 'stem' the
+# stem, '2' stem + res2, '3' stem + res2 + res3.
+FREEZE_UNTIL = ('', 'stem', '2', '3')
 
 
 def freeze_until_endpoint(value) -> str:

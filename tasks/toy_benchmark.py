@@ -176,8 +176,8 @@ PRETRAIN_FREEZE_UNTIL = '3'
 # What each `freeze_until` keeps fixed. Its keys are
 # configs.backbones.FREEZE_UNTIL (a test keeps them equal), not imported so
 # that the driver process stays free of TensorFlow.
-FROZEN_STAGES = {'': 'nothing (every stage trains)', '2': 'stem and res2',
-                 '3': 'stem, res2 and res3'}
+FROZEN_STAGES = {'': 'nothing (every stage trains)', 'stem': 'the stem',
+                 '2': 'stem and res2', '3': 'stem, res2 and res3'}
 FREEZE_UNTIL_CHOICES = tuple(FROZEN_STAGES)
 
 

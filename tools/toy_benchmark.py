@@ -55,8 +55,8 @@ _PRETRAIN_FREEZE_UNTIL = flags.DEFINE_enum(
     'pretrain_freeze_until', toy_benchmark.PRETRAIN_FREEZE_UNTIL,
     list(toy_benchmark.FREEZE_UNTIL_CHOICES),
     "Backbone stages both pretrainings keep at their random initialization: "
-    "'3' stem to res3 (default), '2' stem and res2, '' none (the paper's "
-    "setting; --pretrain_freeze_until=).")
+    "'3' stem to res3 (default), '2' stem and res2, 'stem' the stem, '' "
+    "none (the paper's setting; --pretrain_freeze_until=).")
 _TRACKING_LEARNING_RATE = flags.DEFINE_float(
     'tracking_learning_rate', None,
     "The trackers' initial learning rate (default: the registered 1e-2; "

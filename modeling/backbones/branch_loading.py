@@ -132,7 +132,8 @@ def frozen_variable_ids(backbone: tf_keras.Model,
                         freeze_until: Union[str, int, None]) -> Set[int]:
   """ids of the trainable variables from the input up to `freeze_until`.
 
-  '2' covers the stem and res2, '3' also res3, '' nothing. A train step
+  'stem' covers the stem, '2' the stem and res2, '3' also res3, ''
+  nothing. A train step
   drops these from the variables it updates; batch norm in them still runs
   in training mode (its moving statistics update).
 
@@ -143,7 +144,10 @@ def frozen_variable_ids(backbone: tf_keras.Model,
   freeze_until = backbones_cfg.freeze_until_endpoint(freeze_until)
   if not freeze_until:
     return set()
-  layers = layers_between(backbone, backbone.output[freeze_until], [])
+  if freeze_until == 'stem':
+    layers = stage_layers(backbone)['stem']
+  else:
+    layers = layers_between(backbone, backbone.output[freeze_until], [])
   return {id(v) for l in layers for v in l.trainable_weights}
 
 

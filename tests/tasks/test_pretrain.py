@@ -92,11 +92,27 @@ def test_freeze_until_3_adds_res3(frozen_step):
     branch_loading.frozen_variable_ids(model.backbone, '4')
 
 
+def test_freeze_until_stem_keeps_the_stem_only(frozen_step):
+  model = frozen_step[0]
+  stem = branch_loading.frozen_variable_ids(model.backbone, 'stem')
+  conv, bn = _stem(model)
+  # The stem conv kernel and its BN gamma / beta, a subset of '2''s.
+  assert stem == {id(conv.kernel), id(bn.gamma), id(bn.beta)}
+  assert stem < branch_loading.frozen_variable_ids(model.backbone, '2')
+  model, before, after = _step('stem')
+  conv, _ = _stem(model)
+  np.testing.assert_array_equal(after[id(conv.kernel)],
+                                before[id(conv.kernel)])
+  res2 = branch_loading.stage_layers(model.backbone)['res2']
+  assert all(not np.array_equal(after[id(v)], before[id(v)])
+             for l in res2 for v in l.trainable_weights)
+
+
 def test_unknown_freeze_until_is_a_config_error():
   config = exp_factory.get_exp_config('const_cl_pretrain_toy')
   config.task.model.freeze_until = 'res2'
   with pytest.raises(ValueError, match=r"task.model.freeze_until must be one "
-                     r"of \('', '2', '3'\), got 'res2'"):
+                     r"of \('', 'stem', '2', '3'\), got 'res2'"):
     config.validate()
 
 

@@ -328,7 +328,7 @@ def test_freeze_choices_are_the_configs():
 
 @pytest.mark.parametrize('value,expected', [
     ('3', 'task.model.freeze_until=3'), ('2', 'task.model.freeze_until=2'),
-    ('', None)])
+    ('stem', 'task.model.freeze_until=stem'), ('', None)])
 def test_pretrain_freeze_until_reaches_both_pretrainings_only(
     tmp_path, value, expected):
   runs = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
