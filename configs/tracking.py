@@ -92,8 +92,7 @@ class SiamFCModel(hyperparams.Config):
   normalize_features: bool = True
   head_scale_init: float = 10.0
   head_bias_init: float = -5.0
-  # Backbone stages kept fixed: '' (none) | 'stem' | '2' (stem + res2) |
-  # '3'.
+  # Backbone stages kept fixed (configs.backbones.FREEZE_UNTIL).
   freeze_until: str = ''
 
 

@@ -192,7 +192,7 @@ def tracking_overrides(learning_rate: Optional[float]) -> Dict[str, Any]:
           math.isfinite(learning_rate) and learning_rate > 0):
     raise ValueError(f'tracking learning rate must be a finite number > 0, '
                      f'got {learning_rate!r}')
-  key = 'trainer.optimizer_config.learning_rate.exponential'
+  key = f'trainer.optimizer_config.learning_rate.{_LR_SCHEDULE[TRACKING]}'
   return {f'{key}.initial_learning_rate': float(learning_rate)}
 
 

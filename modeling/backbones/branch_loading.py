@@ -132,10 +132,10 @@ def frozen_variable_ids(backbone: tf_keras.Model,
                         freeze_until: Union[str, int, None]) -> Set[int]:
   """ids of the trainable variables from the input up to `freeze_until`.
 
-  'stem' covers the stem, '2' the stem and res2, '3' also res3, ''
-  nothing. A train step
-  drops these from the variables it updates; batch norm in them still runs
-  in training mode (its moving statistics update).
+  'stem' covers the stem, '2' the stem and res2, '3' also res3, '' nothing
+  (`stage_layers` splits the stages). A train step drops these from the
+  variables it updates; batch norm in them still runs in training mode (its
+  moving statistics update).
 
   Raises:
     ValueError: for a value outside `configs.backbones.FREEZE_UNTIL`.
@@ -144,11 +144,10 @@ def frozen_variable_ids(backbone: tf_keras.Model,
   freeze_until = backbones_cfg.freeze_until_endpoint(freeze_until)
   if not freeze_until:
     return set()
-  if freeze_until == 'stem':
-    layers = stage_layers(backbone)['stem']
-  else:
-    layers = layers_between(backbone, backbone.output[freeze_until], [])
-  return {id(v) for l in layers for v in l.trainable_weights}
+  last = 'stem' if freeze_until == 'stem' else f'res{freeze_until}'
+  stages = stage_layers(backbone)
+  return {id(v) for s in STAGES[:STAGES.index(last) + 1]
+          for l in stages[s] for v in l.trainable_weights}
 
 
 def branch_layers(backbone: tf_keras.Model, endpoint: str
