@@ -138,9 +138,11 @@ class Budget:
   ava_validation_videos: int = 60
   tracking_steps: int = 200
   # Toy OTB sequences the trackers are evaluated on (the registered toy
-  # config has 8). With 8, one lost sequence moves precision by ~12 points:
-  # the random-init trackers of seeds 0-2 scored 58 / 65 / 73 (v6 run).
-  tracking_eval_sequences: int = 24
+  # config has 8; OTB-100 has 100). A sequence is mostly tracked or lost,
+  # so few of them make a noisy mean: the v17 trackers' precision spread
+  # over seeds 0-2 was 9.6 (random init) and 13.9 (ConST-CL) points on 24
+  # sequences and 5.8 and 6.8 on 96 (docs/toy_benchmark_findings.md).
+  tracking_eval_sequences: int = 96
 
   def steps(self, stage: str) -> int:
     return {PRETRAIN: self.pretrain_steps,
@@ -159,6 +161,32 @@ class Budget:
 QUICK_BUDGET = Budget(pretrain_steps=10, linear_eval_steps=10, ava_steps=10,
                       ava_train_videos=60, ava_validation_videos=20,
                       tracking_steps=10, tracking_eval_sequences=4)
+
+
+def make_budget(quick: bool = False, **changes: Optional[int]) -> Budget:
+  """`Budget()` (or `QUICK_BUDGET`) with the given fields changed.
+
+  Args:
+    quick: Start from `QUICK_BUDGET` instead of `Budget()`.
+    **changes: Budget fields; a None value keeps the field (an unset flag).
+
+  Returns:
+    The validated budget.
+
+  Raises:
+    ValueError: for an unknown field or a value < 1.
+  """
+  names = {f.name for f in dataclasses.fields(Budget)}
+  unknown = sorted(set(changes) - names)
+  if unknown:
+    raise ValueError(f'unknown budget fields {unknown}; known: '
+                     f'{sorted(names)}')
+  budget = dataclasses.replace(
+      QUICK_BUDGET if quick else Budget(),
+      **{k: v for k, v in changes.items() if v is not None})
+  budget.validate()
+  return budget
+
 
 # The AVA runs read res5 with 8x8 cells per 64-px frame instead of 2x2
 # (dilated res4/res5, no stride): with 2x2 cells the RoI features of a

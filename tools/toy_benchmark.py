@@ -57,6 +57,9 @@ _PRETRAIN_FREEZE_UNTIL = flags.DEFINE_enum(
     "Backbone stages both pretrainings keep at their random initialization: "
     "'3' stem to res3 (default), '2' stem and res2, 'stem' the stem, '' "
     "none (the paper's setting; --pretrain_freeze_until=).")
+_TRACKING_EVAL_SEQUENCES = flags.DEFINE_integer(
+    'tracking_eval_sequences', None,
+    'Override the number of toy OTB sequences the trackers are evaluated on.')
 _TRACKING_LEARNING_RATE = flags.DEFINE_float(
     'tracking_learning_rate', None,
     "The trackers' initial learning rate (default: the registered 1e-2; "
@@ -77,14 +80,11 @@ def _interrupt(signum, frame):
 def main(argv):
   del argv
   signal.signal(signal.SIGTERM, _interrupt)
-  budget = toy_benchmark.QUICK_BUDGET if _QUICK.value else (
-      toy_benchmark.Budget())
-  changes = {k: f.value for k, f in (
-      ('pretrain_steps', _PRETRAIN_STEPS), ('linear_eval_steps',
-                                            _LINEAR_EVAL_STEPS),
-      ('ava_steps', _AVA_STEPS), ('tracking_steps', _TRACKING_STEPS))
-             if f.value is not None}
-  budget = toy_benchmark.dataclasses.replace(budget, **changes)
+  budget = toy_benchmark.make_budget(
+      _QUICK.value, pretrain_steps=_PRETRAIN_STEPS.value,
+      linear_eval_steps=_LINEAR_EVAL_STEPS.value, ava_steps=_AVA_STEPS.value,
+      tracking_steps=_TRACKING_STEPS.value,
+      tracking_eval_sequences=_TRACKING_EVAL_SEQUENCES.value)
   result = toy_benchmark.run_benchmark(
       _OUTPUT_DIR.value, seeds=list(range(_SEEDS.value)), quick=_QUICK.value,
       budget=budget, jobs=_JOBS.value, command=sys.argv,

@@ -24,6 +24,18 @@ def _result(backbone, seed, stage, metrics, status='ok'):
                       metrics=dict(metrics))
 
 
+def test_make_budget_changes_only_the_given_fields():
+  b = tb.make_budget(tracking_eval_sequences=8, ava_steps=None)
+  assert b == tb.Budget(tracking_eval_sequences=8)
+  assert b.ava_steps == 600 and b.tracking_eval_sequences == 8
+  q = tb.make_budget(quick=True, pretrain_steps=12)
+  assert q == tb.dataclasses.replace(tb.QUICK_BUDGET, pretrain_steps=12)
+  with pytest.raises(ValueError, match=r"unknown budget fields \['steps'\]"):
+    tb.make_budget(steps=3)
+  with pytest.raises(ValueError, match='tracking_eval_sequences must be >= 1'):
+    tb.make_budget(tracking_eval_sequences=0)
+
+
 def test_summarize_values_by_hand():
   s = tb.summarize_values([0.2, 0.6, 0.4])
   # mean 0.4; deviations -0.2, 0.2, 0: sample variance 0.08 / 2 = 0.04.
@@ -238,7 +250,7 @@ def test_plan_runs(tmp_path):
   ev = by_name['seed0/track_eval/cvrl']
   track = by_name['seed0/tracking/cvrl']
   assert track.overrides['task.toy_world.num_eval_sequences'] == 4
-  assert tb.Budget().tracking_eval_sequences == 24
+  assert tb.Budget().tracking_eval_sequences == 96
   assert ev.depends_on == [track.name]
   assert ev.argv[1].endswith(os.path.join('tools', 'track.py'))
   assert f'--checkpoint={track.model_dir}' in ev.argv
