@@ -194,13 +194,21 @@ def make_budget(quick: bool = False, **changes: Optional[int]) -> Budget:
 AVA_SETTING = {'task.model.backbone.resnet_3d_y.dilate_res4_res5': True}
 
 
-# By default both pretrainings keep the stem, res2 and res3 at their random
-# initialization (`task.model.freeze_until`): trained on the toy world, the
-# early stages hold every downstream AVA run below random initialization
-# (docs/toy_benchmark_findings.md, "Frozen early stages in pretraining"),
-# while they are what the trackers gain from ("Where the tracking gain
-# went"). '' trains every stage, as the paper does.
-PRETRAIN_FREEZE_UNTIL = '3'
+# By default both pretrainings keep the stem at its random initialization
+# (`task.model.freeze_until`). Trained on the toy world, the stem (the only
+# temporal conv below res4) holds every downstream AVA run below random
+# initialization (docs/toy_benchmark_findings.md, "Frozen early stages in
+# pretraining"), while the trackers gain from the trained stages ("Where the
+# tracking gain went"); with the stem alone fixed every number was above
+# random initialization (v17; '3', the earlier default, lost tracking and
+# AVA on v15's machine). '' trains every stage, as the paper does.
+PRETRAIN_FREEZE_UNTIL = 'stem'
+# The trackers' initial learning rate. At the registered 1e-2, 200 steps
+# teach a tracker from random initialization as much as a pretraining gives
+# one; at 1e-3 random initialization learns little and the tracker keeps
+# what its start has (docs/toy_benchmark_findings.md, "Probe normalization,
+# tracker learning rate, ..."). None: the registered rate.
+TRACKING_LEARNING_RATE = 1e-3
 # What each `freeze_until` keeps fixed. Its keys are
 # configs.backbones.FREEZE_UNTIL (a test keeps them equal), not imported so
 # that the driver process stays free of TensorFlow.
@@ -407,7 +415,8 @@ def _train_argv(experiment: str, model_dir: str, overrides, seed: int,
 def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
               python: str = sys.executable,
               pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
-              tracking_learning_rate: Optional[float] = None
+              tracking_learning_rate: Optional[float] = (
+                  TRACKING_LEARNING_RATE)
               ) -> List[RunSpec]:
   """Every run of the benchmark, in a valid execution order."""
   budget.validate()
@@ -1024,7 +1033,7 @@ def _resumed_text(report: Dict[str, Any]) -> str:
 
 
 def _frozen_text(report: Dict[str, Any]) -> str:
-  value = report.get('pretrain_freeze_until', PRETRAIN_FREEZE_UNTIL)
+  value = report['pretrain_freeze_until']
   return f'{FROZEN_STAGES[value]} (`task.model.freeze_until={value}`)'
 
 
@@ -1113,7 +1122,8 @@ def build_report(results: Sequence[RunResult], seeds: Sequence[int],
                  total_duration_s: float,
                  pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
                  code: str = '',
-                 tracking_learning_rate: Optional[float] = None
+                 tracking_learning_rate: Optional[float] = (
+                  TRACKING_LEARNING_RATE)
                  ) -> Dict[str, Any]:
   """The results.json content."""
   summary = summarize(results, seeds)
@@ -1158,7 +1168,8 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
                   resume: bool = False,
                   pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
                   code: Optional[str] = None,
-                  tracking_learning_rate: Optional[float] = None
+                  tracking_learning_rate: Optional[float] = (
+                  TRACKING_LEARNING_RATE)
                   ) -> BenchmarkResult:
   """Plans, runs and reports the benchmark; writes results.{json,md,png}.
 
@@ -1173,8 +1184,8 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
     resume: Reuse the runs an earlier invocation with this `output_dir`
       finished with the same command line (`load_reusable`); run the rest.
     pretrain_freeze_until: Backbone stages both pretrainings keep at their
-      random initialization: '3' (stem to res3), '2' (stem, res2) or ''
-      (none, as in the paper).
+      random initialization: 'stem', '2' (stem, res2), '3' (stem to res3)
+      or '' (none, as in the paper).
     code: The code version recorded with each run and compared on
       `resume`; default `code_version()` of this checkout.
     tracking_learning_rate: The trackers' initial learning rate; None

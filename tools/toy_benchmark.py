@@ -13,9 +13,13 @@ Usage (from the repo root):
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench --seeds=3
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench \
       --pretrain_steps=600 --jobs=2
-  # the paper's pretraining (every stage trains) and a 50-step tracker:
+  # the paper's pretraining (every stage trains):
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench_paper \
-      --seeds=3 --jobs=2 --pretrain_freeze_until= --tracking_steps=50
+      --seeds=3 --jobs=2 --pretrain_freeze_until=
+  # the default of v11-v15 (stem to res3 fixed, the registered tracker):
+  python tools/toy_benchmark.py --output_dir=/tmp/toy_bench_fz3 \
+      --seeds=3 --jobs=2 --pretrain_freeze_until=3 \
+      --tracking_learning_rate=0.01
   # after an interruption, or with one budget flag changed:
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench --seeds=3 \
       --jobs=2 --resume
@@ -55,15 +59,15 @@ _PRETRAIN_FREEZE_UNTIL = flags.DEFINE_enum(
     'pretrain_freeze_until', toy_benchmark.PRETRAIN_FREEZE_UNTIL,
     list(toy_benchmark.FREEZE_UNTIL_CHOICES),
     "Backbone stages both pretrainings keep at their random initialization: "
-    "'3' stem to res3 (default), '2' stem and res2, 'stem' the stem, '' "
+    "'stem' the stem (default), '2' stem and res2, '3' stem to res3, '' "
     "none (the paper's setting; --pretrain_freeze_until=).")
 _TRACKING_EVAL_SEQUENCES = flags.DEFINE_integer(
     'tracking_eval_sequences', None,
     'Override the number of toy OTB sequences the trackers are evaluated on.')
 _TRACKING_LEARNING_RATE = flags.DEFINE_float(
-    'tracking_learning_rate', None,
-    "The trackers' initial learning rate (default: the registered 1e-2; "
-    'the decay keeps its rate).')
+    'tracking_learning_rate', toy_benchmark.TRACKING_LEARNING_RATE,
+    "The trackers' initial learning rate (the registered toy tracker's is "
+    '1e-2; the decay keeps its rate).')
 _RESUME = flags.DEFINE_bool(
     'resume', False, 'Reuse each run that an earlier invocation with this '
     '--output_dir finished with the same train.py / track.py command line '

@@ -210,9 +210,9 @@ def test_plan_runs(tmp_path):
   assert '--seed=1' in pre.argv and '--mode=train_and_eval' in pre.argv
   assert by_name['seed1/pretrain/const_cl'].experiment == (
       'const_cl_pretrain_toy')
-  # Same budget for both pretrainings, both with stem to res3 frozen.
+  # Same budget for both pretrainings, both with the stem frozen.
   assert pre.overrides == by_name['seed1/pretrain/const_cl'].overrides
-  assert pre.overrides['task.model.freeze_until'] == '3'
+  assert pre.overrides['task.model.freeze_until'] == 'stem'
   assert not [r.name for r in runs if r.stage != tb.PRETRAIN and
               'task.model.freeze_until' in r.overrides]
   ava = by_name['seed1/ava/cvrl']
@@ -376,8 +376,13 @@ def test_tracking_learning_rate_reaches_the_trackers_only(tmp_path):
       assert present == [], run.name
   default = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
                          python='py')
+  assert [r.overrides[f'{key}.initial_learning_rate'] for r in default
+          if f'{key}.initial_learning_rate' in r.overrides] == [1e-3] * 6
+  registered = tb.plan_runs(str(tmp_path), seeds=[0],
+                            budget=tb.QUICK_BUDGET, python='py',
+                            tracking_learning_rate=None)
   assert all(f'{key}.initial_learning_rate' not in r.overrides
-             for r in default)
+             for r in registered)
   for bad in (0.0, -1e-3, float('nan'), '0.01'):
     with pytest.raises(ValueError, match='tracking learning rate must be'):
       tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
@@ -391,6 +396,12 @@ def test_run_benchmark_records_the_tracking_learning_rate(tmp_path):
   assert result.report['tracking_learning_rate'] == 1e-3
   md = (out / 'results.md').read_text()
   assert 'Trackers: initial learning rate 0.001.' in md
+  out = tmp_path / 'registered'
+  result = tb.run_benchmark(str(out), seeds=[0], quick=True,
+                            runner=StubRunner(), tracking_learning_rate=None)
+  assert result.report['tracking_learning_rate'] is None
+  md = (out / 'results.md').read_text()
+  assert 'Trackers: the registered learning rate.' in md
 
 
 def test_run_benchmark_records_the_pretrain_setting(tmp_path):
@@ -418,9 +429,9 @@ def test_run_benchmark_with_stub_runner(tmp_path):
       'failures', 'missing_metrics', 'resumed_runs', 'ok',
       'pretrain_freeze_until', 'code_version', 'tracking_learning_rate'}
   assert report['code_version'] == tb.code_version()
-  assert report['tracking_learning_rate'] is None
+  assert report['tracking_learning_rate'] == 1e-3
   assert report['resumed_runs'] == []
-  assert report['pretrain_freeze_until'] == '3'
+  assert report['pretrain_freeze_until'] == 'stem'
   assert report['seeds'] == [0, 1] and report['quick'] is True
   assert report['budget'] == {'pretrain_steps': 10, 'linear_eval_steps': 10,
                               'ava_steps': 10, 'ava_train_videos': 60,
@@ -464,9 +475,9 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   assert runs['seed1/tracking/cvrl']['cpu_s'] == 12.5
   md = (out / 'results.md').read_text()
   assert tb.format_table(result.report['summary']) in md
-  assert ('Pretraining keeps fixed: stem, res2 and res3 '
-          '(`task.model.freeze_until=3`). Trackers: the registered learning '
-          f'rate. Code version: {report["code_version"]}.') in md
+  assert ('Pretraining keeps fixed: the stem '
+          '(`task.model.freeze_until=stem`). Trackers: initial learning rate '
+          f'0.001. Code version: {report["code_version"]}.') in md
   assert 'FAILED' not in md
   png = (out / 'results.png').read_bytes()
   assert png[:8] == b'\x89PNG\r\n\x1a\n'
