@@ -1123,7 +1123,7 @@ def build_report(results: Sequence[RunResult], seeds: Sequence[int],
                  pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
                  code: str = '',
                  tracking_learning_rate: Optional[float] = (
-                  TRACKING_LEARNING_RATE)
+                     TRACKING_LEARNING_RATE)
                  ) -> Dict[str, Any]:
   """The results.json content."""
   summary = summarize(results, seeds)
@@ -1169,7 +1169,7 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
                   pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
                   code: Optional[str] = None,
                   tracking_learning_rate: Optional[float] = (
-                  TRACKING_LEARNING_RATE)
+                     TRACKING_LEARNING_RATE)
                   ) -> BenchmarkResult:
   """Plans, runs and reports the benchmark; writes results.{json,md,png}.
 
