@@ -781,20 +781,34 @@ def execute_plan(runs: Sequence[RunSpec], runner: Runner, budget: Budget,
     for d in r.depends_on:
       if d not in by_name:
         raise ValueError(f'run {r.name} depends on unknown run {d}')
-  results: Dict[str, RunResult] = {}
-  pending = list(runs)
-  running = {}
   with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+    state = _PlanState(runner=runner, budget=budget, jobs=jobs,
+                       resume=resume, code=code, pool=pool,
+                       pending=list(runs))
     try:
-      _schedule(pending, running, results, pool, runner, budget, jobs,
-                resume, code)
+      _schedule(state)
     except BaseException:
       # Interrupted (Ctrl-C, SIGTERM): stop the children, or the pool would
       # wait for them to finish.
       if hasattr(runner, 'terminate_all'):
         runner.terminate_all()
       raise
-  return [results[r.name] for r in runs]
+  return [state.results[r.name] for r in runs]
+
+
+@dataclasses.dataclass
+class _PlanState:
+  """One `execute_plan` call: its settings and the runs by state."""
+  runner: Runner
+  budget: Budget
+  jobs: int
+  resume: bool
+  code: str  # the `code_version` runs are made and reused with
+  pool: concurrent.futures.Executor
+  pending: List[RunSpec]  # not started, in dependency order
+  running: Dict[concurrent.futures.Future, RunSpec] = dataclasses.field(
+      default_factory=dict)
+  results: Dict[str, RunResult] = dataclasses.field(default_factory=dict)
 
 
 def _forget_records(spec: RunSpec, pending: Sequence[RunSpec]) -> None:
@@ -814,9 +828,9 @@ def _forget_records(spec: RunSpec, pending: Sequence[RunSpec]) -> None:
       os.remove(record_path(p))
 
 
-def _schedule(pending, running, results, pool, runner, budget, jobs, resume,
-              code):
-  """The scheduling loop of `execute_plan` (updates its containers)."""
+def _schedule(state: _PlanState) -> None:
+  """The scheduling loop of `execute_plan` (updates `state`)."""
+  pending, running, results = state.pending, state.running, state.results
   looked_up = set()  # runs whose record `load_reusable` has read
   while pending or running:
     reused_any = False
@@ -827,26 +841,27 @@ def _schedule(pending, running, results, pool, runner, budget, jobs, resume,
         pending.remove(spec)
         results[spec.name] = _unrun_result(
             spec, 'skipped', f'not run: {", ".join(bad)} did not succeed',
-            code)
+            state.code)
         continue
       if not all(d in results for d in spec.depends_on):
         continue
       reused = None
-      if resume and spec.name not in looked_up:
+      if state.resume and spec.name not in looked_up:
         looked_up.add(spec.name)
-        reused = load_reusable(spec, results, code)
+        reused = load_reusable(spec, results, state.code)
       if reused is not None:
         pending.remove(spec)
         results[spec.name] = reused
         reused_any = True
         logging.info('reusing %s (--resume): %s', spec.name, reused.metrics)
         continue
-      if len(running) >= jobs:
+      if len(running) >= state.jobs:
         continue
       pending.remove(spec)
       _forget_records(spec, pending)
       logging.info('starting %s: %s', spec.name, ' '.join(spec.argv))
-      running[pool.submit(execute_run, spec, runner, budget, code)] = spec
+      running[state.pool.submit(execute_run, spec, state.runner,
+                                state.budget, state.code)] = spec
     if reused_any and not running:
       continue
     if not running:
@@ -861,7 +876,7 @@ def _schedule(pending, running, results, pool, runner, budget, jobs, resume,
         results[spec.name] = future.result()
       except Exception as e:  # pylint: disable=broad-except
         results[spec.name] = _unrun_result(
-            spec, 'failed', f'{type(e).__name__}: {e}', code)
+            spec, 'failed', f'{type(e).__name__}: {e}', state.code)
 
 
 # -- summarizing ------------------------------------------------------------
