@@ -113,7 +113,7 @@ class ConstCLModel(hyperparams.Config):
   local_loss: str = 'const_cl'  # const_cl | region | dense | none (CVRL)
   # Backbone stages the train step keeps at their initial values: ''
   # (none, the paper) | 'stem' | '2' (stem + res2) | '3' (stem + res2 +
-  # res3). The toy benchmark pretrains with '3' (README, "Toy-world
+  # res3). The toy benchmark pretrains with 'stem' (README, "Toy-world
   # benchmark").
   freeze_until: str = ''
 

@@ -766,6 +766,21 @@ def _unrun_result(spec: RunSpec, status: str, error: str,
                    code_version=code)
 
 
+@dataclasses.dataclass
+class _PlanState:
+  """One `execute_plan` call: its settings and the runs by state."""
+  runner: Runner
+  budget: Budget
+  jobs: int
+  resume: bool
+  code: str  # the `code_version` runs are made and reused with
+  pool: concurrent.futures.Executor
+  pending: List[RunSpec]  # not started, in dependency order
+  running: Dict[concurrent.futures.Future, RunSpec] = dataclasses.field(
+      default_factory=dict)
+  results: Dict[str, RunResult] = dataclasses.field(default_factory=dict)
+
+
 def execute_plan(runs: Sequence[RunSpec], runner: Runner, budget: Budget,
                  jobs: int = 1, resume: bool = False,
                  code: str = '') -> List[RunResult]:
@@ -795,21 +810,6 @@ def execute_plan(runs: Sequence[RunSpec], runner: Runner, budget: Budget,
         runner.terminate_all()
       raise
   return [state.results[r.name] for r in runs]
-
-
-@dataclasses.dataclass
-class _PlanState:
-  """One `execute_plan` call: its settings and the runs by state."""
-  runner: Runner
-  budget: Budget
-  jobs: int
-  resume: bool
-  code: str  # the `code_version` runs are made and reused with
-  pool: concurrent.futures.Executor
-  pending: List[RunSpec]  # not started, in dependency order
-  running: Dict[concurrent.futures.Future, RunSpec] = dataclasses.field(
-      default_factory=dict)
-  results: Dict[str, RunResult] = dataclasses.field(default_factory=dict)
 
 
 def _forget_records(spec: RunSpec, pending: Sequence[RunSpec]) -> None:
@@ -1204,8 +1204,8 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
       or '' (none, as in the paper).
     code: The code version recorded with each run and compared on
       `resume`; default `code_version()` of this checkout.
-    tracking_learning_rate: The trackers' initial learning rate; None
-      keeps the registered one (1e-2).
+    tracking_learning_rate: The trackers' initial learning rate (default
+      `TRACKING_LEARNING_RATE`); None keeps the registered one (1e-2).
 
   Returns:
     The report (results.json content) and whether every number is there.
