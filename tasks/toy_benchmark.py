@@ -65,8 +65,8 @@ CODE_PATHS = ('train.py', 'configs', 'dataloaders', 'modeling', 'tasks',
 
 # 2: `resumed_runs` and each run's `resumed` (`--resume`); 3:
 # `pretrain_freeze_until`; 4: `code_version`, in the report and each run,
-# and `tracking_learning_rate`.
-SCHEMA_VERSION = 4
+# and `tracking_learning_rate`; 5: `stage_overrides`.
+SCHEMA_VERSION = 5
 
 BACKBONES = ('random', 'cvrl', 'const_cl')
 BACKBONE_LABELS = {'random': 'Random init', 'cvrl': 'CVRL',
@@ -239,6 +239,74 @@ def pretrain_overrides(freeze_until: str) -> Dict[str, Any]:
     raise ValueError(f'pretrain freeze_until must be one of '
                      f'{FREEZE_UNTIL_CHOICES}, got {freeze_until!r}')
   return {'task.model.freeze_until': freeze_until} if freeze_until else {}
+
+
+# Stages a `Setting.stage_overrides` entry may name; 'all' is every training
+# run. The OTB evaluations take their tracker's overrides (`plan_runs`).
+OVERRIDE_STAGES = ('all', PRETRAIN, LINEAR_EVAL, AVA, TRACKING)
+_NAME = r'[A-Za-z_][A-Za-z0-9_]*'
+_OVERRIDE_KEY = re.compile(rf'^{_NAME}(\.{_NAME})+$')
+
+
+def parse_stage_override(text: str) -> Tuple[str, str, str]:
+  """'STAGE:key=value' -> (stage, key, value), e.g. 'all:task.x.y=32'."""
+  stage, sep, rest = text.partition(':')
+  key, eq, value = rest.partition('=')
+  if not sep or not eq:
+    raise ValueError(f'stage override {text!r}: expected STAGE:key=value, '
+                     f'STAGE one of {OVERRIDE_STAGES}')
+  _check_stage_override(stage, key.strip(), value.strip())
+  return stage, key.strip(), value.strip()
+
+
+def _check_stage_override(stage: str, key: str, value: str) -> None:
+  if stage not in OVERRIDE_STAGES:
+    raise ValueError(f'stage override {stage}:{key}={value}: stage must be '
+                     f'one of {OVERRIDE_STAGES}')
+  if not _OVERRIDE_KEY.match(key):
+    raise ValueError(f'stage override {stage}:{key}={value}: the key must '
+                     'be a dotted config path (e.g. task.model.x)')
+  if not value or ',' in value:
+    raise ValueError(f'stage override {stage}:{key}={value}: the value must '
+                     'be non-empty and without a comma')
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """How the runs are set up beyond their steps; every seed alike.
+
+  Attributes:
+    pretrain_freeze_until: Backbone stages both pretrainings keep at their
+      random initialization (`FREEZE_UNTIL_CHOICES`; '' trains every stage,
+      as the paper does).
+    tracking_learning_rate: The trackers' initial learning rate; None keeps
+      the registered one (1e-2).
+    stage_overrides: (stage, key, value) `--params_override` entries added
+      to every run of a stage ('all': every training run, each backbone
+      alike), after the benchmark's own. The OTB evaluations take their
+      tracker's. A key the benchmark sets itself (steps, checkpoints, the
+      settings above) is refused: its flag says it.
+  """
+  pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL
+  tracking_learning_rate: Optional[float] = TRACKING_LEARNING_RATE
+  stage_overrides: Tuple[Tuple[str, str, str], ...] = ()
+
+  def validate(self) -> None:
+    pretrain_overrides(self.pretrain_freeze_until)
+    tracking_overrides(self.tracking_learning_rate)
+    for stage, key, value in self.stage_overrides:
+      _check_stage_override(stage, key, value)
+    for stage in OVERRIDE_STAGES[1:]:
+      values = {}
+      for s, key, value in self.stage_overrides:
+        if s in ('all', stage) and values.setdefault(key, value) != value:
+          raise ValueError(f'stage overrides give {stage} runs two values '
+                           f'of {key}: {values[key]} and {value}')
+
+  def overrides(self, stage: str) -> Dict[str, str]:
+    """The stage overrides of a training stage's runs."""
+    return {key: value for s, key, value in self.stage_overrides
+            if s in ('all', stage)}
 
 
 def ava_overrides(budget: Budget) -> Dict[str, Any]:
@@ -415,14 +483,20 @@ def _train_argv(experiment: str, model_dir: str, overrides, seed: int,
 
 def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
               python: str = sys.executable,
-              pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
-              tracking_learning_rate: Optional[float] = (
-                  TRACKING_LEARNING_RATE)
-              ) -> List[RunSpec]:
+              setting: Setting = Setting()) -> List[RunSpec]:
   """Every run of the benchmark, in a valid execution order."""
   budget.validate()
-  pretrain_setting = pretrain_overrides(pretrain_freeze_until)
-  tracking_setting = tracking_overrides(tracking_learning_rate)
+  setting.validate()
+  pretrain_setting = pretrain_overrides(setting.pretrain_freeze_until)
+  tracking_setting = tracking_overrides(setting.tracking_learning_rate)
+
+  def with_stage_overrides(stage, overrides):
+    extra = setting.overrides(stage)
+    taken = sorted(set(extra) & set(overrides))
+    if taken:
+      raise ValueError(f'stage overrides {taken} for {stage}: the benchmark '
+                       'sets these itself (use its flags)')
+    return {**overrides, **extra}
   runs = []
   for seed in seeds:
     root = os.path.join(output_dir, 'runs', f'seed{seed}')
@@ -444,7 +518,7 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
       overrides = dict(pretrain_setting)
       overrides.update(trainer_overrides(PRETRAIN, budget.pretrain_steps))
       run = spec(PRETRAIN, backbone, EXPERIMENTS[(PRETRAIN, backbone)],
-                 overrides)
+                 with_stage_overrides(PRETRAIN, overrides))
       pretrain_dirs[backbone] = run
       runs.append(run)
     for stage in (LINEAR_EVAL, AVA, TRACKING):
@@ -459,7 +533,8 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
           overrides['task.toy_world.num_eval_sequences'] = (
               budget.tracking_eval_sequences)
           overrides.update(tracking_setting)
-        runs.append(spec(stage, backbone, EXPERIMENTS[stage], overrides,
+        runs.append(spec(stage, backbone, EXPERIMENTS[stage],
+                         with_stage_overrides(stage, overrides),
                          depends_on=[pre.name] if pre else []))
     for backbone in BACKBONES:
       track = next(r for r in runs if r.seed == seed and
@@ -1060,6 +1135,14 @@ def _tracking_lr_text(report: Dict[str, Any]) -> str:
   return f'Trackers: initial learning rate {value:g}.'
 
 
+def _stage_overrides_text(report: Dict[str, Any]) -> str:
+  entries = report.get('stage_overrides') or []
+  if not entries:
+    return ''
+  return ' Stage overrides: ' + ', '.join(
+      f'`{stage}:{key}={value}`' for stage, key, value in entries) + '.'
+
+
 def format_markdown(report: Dict[str, Any]) -> str:
   seeds = report['seeds']
   lines = [
@@ -1071,8 +1154,8 @@ def format_markdown(report: Dict[str, Any]) -> str:
       f'{report["total_duration_s"] / 60:.1f} min.' + _resumed_text(report)
       + '  ',
       f'Pretraining keeps fixed: {_frozen_text(report)}. '
-      f'{_tracking_lr_text(report)} Code version: '
-      f'{report.get("code_version") or "unknown"}.',
+      f'{_tracking_lr_text(report)}{_stage_overrides_text(report)} Code '
+      f'version: {report.get("code_version") or "unknown"}.',
       '',
       'Cells: mean ± sample std [min, max] over seeds, in percent '
       '(one seed: the value).',
@@ -1135,12 +1218,8 @@ class BenchmarkResult:
 
 def build_report(results: Sequence[RunResult], seeds: Sequence[int],
                  budget: Budget, quick: bool, command: Sequence[str],
-                 total_duration_s: float,
-                 pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
-                 code: str = '',
-                 tracking_learning_rate: Optional[float] = (
-                     TRACKING_LEARNING_RATE)
-                 ) -> Dict[str, Any]:
+                 total_duration_s: float, setting: Setting = Setting(),
+                 code: str = '') -> Dict[str, Any]:
   """The results.json content."""
   summary = summarize(results, seeds)
   missing = [f'{m}/{b}' for m, per in summary.items()
@@ -1152,8 +1231,9 @@ def build_report(results: Sequence[RunResult], seeds: Sequence[int],
       'quick': bool(quick),
       'seeds': list(seeds),
       'budget': dataclasses.asdict(budget),
-      'pretrain_freeze_until': pretrain_freeze_until,
-      'tracking_learning_rate': tracking_learning_rate,
+      'pretrain_freeze_until': setting.pretrain_freeze_until,
+      'tracking_learning_rate': setting.tracking_learning_rate,
+      'stage_overrides': [list(o) for o in setting.stage_overrides],
       'code_version': code,
       'metrics': [dataclasses.asdict(m) for m in METRICS],
       'total_duration_s': float(total_duration_s),
@@ -1182,11 +1262,8 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
                   runner: Optional[Runner] = None, jobs: int = 1,
                   command: Sequence[str] = (),
                   resume: bool = False,
-                  pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL,
-                  code: Optional[str] = None,
-                  tracking_learning_rate: Optional[float] = (
-                     TRACKING_LEARNING_RATE)
-                  ) -> BenchmarkResult:
+                  setting: Setting = Setting(),
+                  code: Optional[str] = None) -> BenchmarkResult:
   """Plans, runs and reports the benchmark; writes results.{json,md,png}.
 
   Args:
@@ -1199,13 +1276,11 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
     command: The command line, recorded in the report.
     resume: Reuse the runs an earlier invocation with this `output_dir`
       finished with the same command line (`load_reusable`); run the rest.
-    pretrain_freeze_until: Backbone stages both pretrainings keep at their
-      random initialization: 'stem', '2' (stem, res2), '3' (stem to res3)
-      or '' (none, as in the paper).
+    setting: What the runs freeze, the trackers' learning rate and extra
+      overrides per stage (`Setting`; default: `PRETRAIN_FREEZE_UNTIL`,
+      `TRACKING_LEARNING_RATE`, none).
     code: The code version recorded with each run and compared on
       `resume`; default `code_version()` of this checkout.
-    tracking_learning_rate: The trackers' initial learning rate (default
-      `TRACKING_LEARNING_RATE`); None keeps the registered one (1e-2).
 
   Returns:
     The report (results.json content) and whether every number is there.
@@ -1217,16 +1292,13 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
   output_dir = os.path.abspath(output_dir)
   started = time.time()
   code = code_version() if code is None else code
-  runs = plan_runs(output_dir, seeds, budget,
-                   pretrain_freeze_until=pretrain_freeze_until,
-                   tracking_learning_rate=tracking_learning_rate)
+  runs = plan_runs(output_dir, seeds, budget, setting=setting)
   logging.info('toy benchmark: %d runs, seeds %s, budget %s, code %s, '
                'started %s', len(runs), list(seeds), budget, code,
                datetime.datetime.now().isoformat(timespec='seconds'))
   results = execute_plan(runs, runner, budget, jobs=jobs, resume=resume,
                          code=code)
   report = build_report(results, seeds, budget, quick, command,
-                        time.time() - started, pretrain_freeze_until, code,
-                        tracking_learning_rate)
+                        time.time() - started, setting, code)
   write_outputs(report, output_dir)
   return BenchmarkResult(report=report, ok=report['ok'])

@@ -20,6 +20,10 @@ Usage (from the repo root):
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench_fz3 \
       --seeds=3 --jobs=2 --pretrain_freeze_until=3 \
       --tracking_learning_rate=0.01
+  # a wider stem on every run (any config field, per stage or 'all'):
+  python tools/toy_benchmark.py --output_dir=/tmp/toy_bench_sf32 \
+      --seeds=3 --jobs=2 \
+      --stage_override=all:task.model.backbone.resnet_3d_y.stem_filters=32
   # after an interruption, or with one budget flag changed:
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench --seeds=3 \
       --jobs=2 --resume
@@ -68,6 +72,13 @@ _TRACKING_LEARNING_RATE = flags.DEFINE_float(
     'tracking_learning_rate', toy_benchmark.TRACKING_LEARNING_RATE,
     "The trackers' initial learning rate (the registered toy tracker's is "
     '1e-2; the decay keeps its rate).')
+_STAGE_OVERRIDE = flags.DEFINE_multi_string(
+    'stage_override', [],
+    'STAGE:key=value, repeatable: a --params_override entry added to every '
+    "run of STAGE (pretrain, linear_eval, ava, tracking; 'all': every "
+    'training run, each backbone alike; the OTB evaluations take their '
+    "tracker's), after the benchmark's own. Keys the benchmark sets itself "
+    'are refused; an unknown key fails its runs with the config error.')
 _RESUME = flags.DEFINE_bool(
     'resume', False, 'Reuse each run that an earlier invocation with this '
     '--output_dir finished with the same train.py / track.py command line '
@@ -84,6 +95,15 @@ def _interrupt(signum, frame):
 def main(argv):
   del argv
   signal.signal(signal.SIGTERM, _interrupt)
+  try:
+    setting = toy_benchmark.Setting(
+        pretrain_freeze_until=_PRETRAIN_FREEZE_UNTIL.value,
+        tracking_learning_rate=_TRACKING_LEARNING_RATE.value,
+        stage_overrides=tuple(toy_benchmark.parse_stage_override(t)
+                              for t in _STAGE_OVERRIDE.value))
+    setting.validate()
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   budget = toy_benchmark.make_budget(
       _QUICK.value, pretrain_steps=_PRETRAIN_STEPS.value,
       linear_eval_steps=_LINEAR_EVAL_STEPS.value, ava_steps=_AVA_STEPS.value,
@@ -92,9 +112,7 @@ def main(argv):
   result = toy_benchmark.run_benchmark(
       _OUTPUT_DIR.value, seeds=list(range(_SEEDS.value)), quick=_QUICK.value,
       budget=budget, jobs=_JOBS.value, command=sys.argv,
-      resume=_RESUME.value,
-      pretrain_freeze_until=_PRETRAIN_FREEZE_UNTIL.value,
-      tracking_learning_rate=_TRACKING_LEARNING_RATE.value)
+      resume=_RESUME.value, setting=setting)
   out = os.path.abspath(_OUTPUT_DIR.value)
   print(toy_benchmark.format_table(result.report['summary']))
   print(f'results: {out}/results.md, results.json, results.png')

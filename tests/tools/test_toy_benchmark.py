@@ -9,6 +9,8 @@ processes), so it is not run in the tests.
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
@@ -264,14 +266,20 @@ def test_overrides_apply_to_registered_experiments(tmp_path):
   from official.core import exp_factory
   from official.modeling import hyperparams
   from tasks import registry_imports  # pylint: disable=unused-import
+  # With the stage override of tools/toy_benchmark.py's usage example.
+  setting = tb.Setting(tracking_learning_rate=1e-3, stage_overrides=(
+      tb.parse_stage_override(
+          'all:task.model.backbone.resnet_3d_y.stem_filters=32'),))
   runs = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
-                      tracking_learning_rate=1e-3)
+                      setting=setting)
   for run in runs:
     params = exp_factory.get_exp_config(run.experiment)
     params = hyperparams.override_params_dict(
         params, tb.format_overrides(run.overrides), is_strict=True)
     params.validate()
     assert params.trainer.train_steps == 10, run.name
+    backbone = params.task.model.backbone
+    assert getattr(backbone, backbone.type).stem_filters == 32, run.name
     if run.stage in (tb.TRACKING, tb.TRACK_EVAL):
       lr = params.trainer.optimizer_config.learning_rate.exponential
       # The registered toy tracker decays 1e-2 to 1e-3 (rate 0.1): from
@@ -344,7 +352,8 @@ def test_freeze_choices_are_the_configs():
 def test_pretrain_freeze_until_reaches_both_pretrainings_only(
     tmp_path, value, expected):
   runs = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
-                      python='py', pretrain_freeze_until=value)
+                      python='py',
+                      setting=tb.Setting(pretrain_freeze_until=value))
   for run in runs:
     (override,) = [a for a in run.argv if a.startswith('--params_override=')]
     present = [o for o in override.split('=', 1)[1].split(',')
@@ -358,13 +367,14 @@ def test_pretrain_freeze_until_reaches_both_pretrainings_only(
       assert 'task.model.freeze_until' not in run.overrides, run.name
   with pytest.raises(ValueError, match="freeze_until .*got 'res4'"):
     tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
-                 pretrain_freeze_until='res4')
+                 setting=tb.Setting(pretrain_freeze_until='res4'))
 
 
 def test_tracking_learning_rate_reaches_the_trackers_only(tmp_path):
   key = 'trainer.optimizer_config.learning_rate.exponential'
   runs = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
-                      python='py', tracking_learning_rate=1e-3)
+                      python='py',
+                      setting=tb.Setting(tracking_learning_rate=1e-3))
   for run in runs:
     (override,) = [a for a in run.argv if a.startswith('--params_override=')]
     present = [o for o in override.split('=', 1)[1].split(',')
@@ -380,25 +390,27 @@ def test_tracking_learning_rate_reaches_the_trackers_only(tmp_path):
           if f'{key}.initial_learning_rate' in r.overrides] == [1e-3] * 6
   registered = tb.plan_runs(str(tmp_path), seeds=[0],
                             budget=tb.QUICK_BUDGET, python='py',
-                            tracking_learning_rate=None)
+                            setting=tb.Setting(tracking_learning_rate=None))
   assert all(f'{key}.initial_learning_rate' not in r.overrides
              for r in registered)
   for bad in (0.0, -1e-3, float('nan'), '0.01'):
     with pytest.raises(ValueError, match='tracking learning rate must be'):
       tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
-                   tracking_learning_rate=bad)
+                   setting=tb.Setting(tracking_learning_rate=bad))
 
 
 def test_run_benchmark_records_the_tracking_learning_rate(tmp_path):
   out = tmp_path / 'bench'
   result = tb.run_benchmark(str(out), seeds=[0], quick=True,
-                            runner=StubRunner(), tracking_learning_rate=1e-3)
+                            runner=StubRunner(),
+                            setting=tb.Setting(tracking_learning_rate=1e-3))
   assert result.report['tracking_learning_rate'] == 1e-3
   md = (out / 'results.md').read_text()
   assert 'Trackers: initial learning rate 0.001.' in md
   out = tmp_path / 'registered'
   result = tb.run_benchmark(str(out), seeds=[0], quick=True,
-                            runner=StubRunner(), tracking_learning_rate=None)
+                            runner=StubRunner(),
+                            setting=tb.Setting(tracking_learning_rate=None))
   assert result.report['tracking_learning_rate'] is None
   md = (out / 'results.md').read_text()
   assert 'Trackers: the registered learning rate.' in md
@@ -407,11 +419,88 @@ def test_run_benchmark_records_the_tracking_learning_rate(tmp_path):
 def test_run_benchmark_records_the_pretrain_setting(tmp_path):
   out = tmp_path / 'bench'
   result = tb.run_benchmark(str(out), seeds=[0], quick=True,
-                            runner=StubRunner(), pretrain_freeze_until='')
+                            runner=StubRunner(),
+                            setting=tb.Setting(pretrain_freeze_until=''))
   assert result.report['pretrain_freeze_until'] == ''
   md = (out / 'results.md').read_text()
   assert ('Pretraining keeps fixed: nothing (every stage trains) '
           '(`task.model.freeze_until=`).') in md
+
+
+STEM = 'task.model.backbone.resnet_3d_y.stem_filters'
+
+
+def test_parse_stage_override():
+  assert tb.parse_stage_override(f'all:{STEM}=32') == ('all', STEM, '32')
+  assert tb.parse_stage_override('ava:task.a.b = 0.5') == (
+      'ava', 'task.a.b', '0.5')
+  for bad, match in (
+      (f'{STEM}=32', 'expected STAGE:key=value'),
+      (f'all:{STEM}', 'expected STAGE:key=value'),
+      (f'probe:{STEM}=32', "stage must be one of .*'linear_eval'"),
+      ('track_eval:task.a=1', 'stage must be one of'),
+      ('all:stem_filters=32', 'dotted config path'),
+      ('all:task.a b=1', 'dotted config path'),
+      ('all:task.a=', 'non-empty and without a comma'),
+      ('all:task.a=1,2', 'non-empty and without a comma')):
+    with pytest.raises(ValueError, match=match):
+      tb.parse_stage_override(bad)
+
+
+def test_stage_overrides_reach_their_stages(tmp_path):
+  setting = tb.Setting(stage_overrides=(
+      ('all', STEM, '32'), ('ava', 'task.model.head.dropout_rate', '0.2'),
+      ('tracking', 'task.train_data.max_frame_gap', '20')))
+  runs = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
+                      python='py', setting=setting)
+  assert len(runs) == 14
+  for run in runs:
+    assert run.overrides[STEM] == '32', run.name
+    assert f'{STEM}=32' in tb.format_overrides(run.overrides)
+    assert ('task.model.head.dropout_rate' in run.overrides) == (
+        run.stage == tb.AVA), run.name
+    # The OTB evaluation rebuilds its tracker with the tracker's overrides.
+    assert ('task.train_data.max_frame_gap' in run.overrides) == (
+        run.stage in (tb.TRACKING, tb.TRACK_EVAL)), run.name
+  plain = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
+                       python='py')
+  for a, b in zip(runs, plain):
+    extra = {k: v for k, v in a.overrides.items() if k not in b.overrides}
+    assert extra and {k: a.overrides[k] for k in b.overrides} == b.overrides
+
+
+def test_stage_overrides_refuse_the_benchmarks_keys_and_conflicts(tmp_path):
+  for stage, key in (('pretrain', 'trainer.train_steps'),
+                     ('pretrain', 'task.model.freeze_until'),
+                     ('ava', 'task.init_checkpoint'),
+                     ('tracking', 'task.toy_world.num_eval_sequences')):
+    setting = tb.Setting(stage_overrides=((stage, key, '7'),))
+    with pytest.raises(ValueError, match=f"'{key}'.*sets these itself"):
+      tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
+                   setting=setting)
+  conflict = tb.Setting(stage_overrides=(('all', STEM, '32'),
+                                         ('ava', STEM, '16')))
+  with pytest.raises(ValueError, match=f'ava runs two values of {STEM}'):
+    conflict.validate()
+  # The same value twice is no conflict.
+  tb.Setting(stage_overrides=(('all', STEM, '32'),
+                              ('ava', STEM, '32'))).validate()
+
+
+def test_run_benchmark_records_the_stage_overrides(tmp_path):
+  out = tmp_path / 'bench'
+  setting = tb.Setting(stage_overrides=(('all', STEM, '32'),))
+  result = tb.run_benchmark(str(out), seeds=[0], quick=True,
+                            runner=StubRunner(), setting=setting)
+  assert result.report['stage_overrides'] == [['all', STEM, '32']]
+  assert all(r['overrides'][STEM] == '32' for r in result.report['runs'])
+  md = (out / 'results.md').read_text()
+  assert f'Stage overrides: `all:{STEM}=32`.' in md
+  plain = tb.run_benchmark(str(tmp_path / 'plain'), seeds=[0], quick=True,
+                           runner=StubRunner())
+  assert plain.report['stage_overrides'] == []
+  assert 'Stage overrides' not in (tmp_path / 'plain' / 'results.md'
+                                   ).read_text()
 
 
 def test_run_benchmark_with_stub_runner(tmp_path):
@@ -427,7 +516,8 @@ def test_run_benchmark_with_stub_runner(tmp_path):
       'schema_version', 'command', 'quick', 'seeds', 'budget', 'metrics',
       'total_duration_s', 'runs', 'summary', 'comparisons', 'durations',
       'failures', 'missing_metrics', 'resumed_runs', 'ok',
-      'pretrain_freeze_until', 'code_version', 'tracking_learning_rate'}
+      'pretrain_freeze_until', 'code_version', 'tracking_learning_rate',
+      'stage_overrides'}
   assert report['code_version'] == tb.code_version()
   assert report['tracking_learning_rate'] == 1e-3
   assert report['resumed_runs'] == []
@@ -773,3 +863,14 @@ def test_interrupt_terminates_running_children(tmp_path):
     tb.execute_plan(tb.plan_runs(str(tmp_path), [0], tb.QUICK_BUDGET),
                     Interrupting(), tb.QUICK_BUDGET)
   assert Interrupting.terminated
+
+
+def test_tool_refuses_a_bad_stage_override_before_any_run(tmp_path):
+  out = tmp_path / 'bench'
+  proc = subprocess.run(
+      [sys.executable, os.path.join(tb.REPO_ROOT, 'tools', 'toy_benchmark.py'),
+       f'--output_dir={out}', '--stage_override=probe:task.a=1'],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 1, proc.stderr
+  assert "stage override probe:task.a=1: stage must be one of" in proc.stderr
+  assert not out.exists()
