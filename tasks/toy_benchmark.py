@@ -243,9 +243,23 @@ def pretrain_overrides(freeze_until: str) -> Dict[str, Any]:
 
 # Stages a `Setting.stage_overrides` entry may name; 'all' is every training
 # run. The OTB evaluations take their tracker's overrides (`plan_runs`).
-OVERRIDE_STAGES = ('all', PRETRAIN, LINEAR_EVAL, AVA, TRACKING)
-_NAME = r'[A-Za-z_][A-Za-z0-9_]*'
+_TRAINING_STAGES = (PRETRAIN, LINEAR_EVAL, AVA, TRACKING)
+OVERRIDE_STAGES = ('all',) + _TRAINING_STAGES
+# Keys the `Setting` fields own even when they leave them unset ('' freezes
+# nothing, None keeps the registered tracker rate): a stage override may
+# not set them behind the report's back.
+_SETTING_KEYS = {
+    PRETRAIN: ('task.model.freeze_until',),
+    TRACKING: (f'trainer.optimizer_config.learning_rate.'
+               f'{_LR_SCHEDULE[TRACKING]}.initial_learning_rate',),
+}
+# Model Garden's `--params_override` parser: a key is dotted names starting
+# with a letter. Values are kept to plain tokens (numbers, words, paths):
+# brackets, quotes, '#' or ':' are YAML to its parser, a comma separates
+# entries.
+_NAME = r'[A-Za-z][A-Za-z0-9_]*'
 _OVERRIDE_KEY = re.compile(rf'^{_NAME}(\.{_NAME})+$')
+_OVERRIDE_VALUE = re.compile(r'^[A-Za-z0-9_.+\-/]+$')
 
 
 def parse_stage_override(text: str) -> Tuple[str, str, str]:
@@ -255,20 +269,28 @@ def parse_stage_override(text: str) -> Tuple[str, str, str]:
   if not sep or not eq:
     raise ValueError(f'stage override {text!r}: expected STAGE:key=value, '
                      f'STAGE one of {OVERRIDE_STAGES}')
-  _check_stage_override(stage, key.strip(), value.strip())
-  return stage, key.strip(), value.strip()
+  key, value = key.strip(), value.strip()
+  _check_stage_override(stage, key, value)
+  return stage, key, value
 
 
 def _check_stage_override(stage: str, key: str, value: str) -> None:
+  entry = f'stage override {stage}:{key}={value}'
   if stage not in OVERRIDE_STAGES:
-    raise ValueError(f'stage override {stage}:{key}={value}: stage must be '
-                     f'one of {OVERRIDE_STAGES}')
+    raise ValueError(f'{entry}: stage {stage!r} must be one of '
+                     f'{OVERRIDE_STAGES}')
   if not _OVERRIDE_KEY.match(key):
-    raise ValueError(f'stage override {stage}:{key}={value}: the key must '
-                     'be a dotted config path (e.g. task.model.x)')
-  if not value or ',' in value:
-    raise ValueError(f'stage override {stage}:{key}={value}: the value must '
-                     'be non-empty and without a comma')
+    raise ValueError(f'{entry}: the key must be a dotted config path of '
+                     'names starting with a letter (e.g. task.model.x)')
+  if not _OVERRIDE_VALUE.match(value):
+    raise ValueError(f'{entry}: the value must be a non-empty number, word '
+                     'or path (letters, digits, _ . + - /)')
+
+
+def _overlapping(key: str, keys) -> List[str]:
+  """The keys among `keys` equal to `key`, inside it or containing it."""
+  return sorted(k for k in keys if k == key or k.startswith(key + '.') or
+                key.startswith(k + '.'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,8 +306,9 @@ class Setting:
     stage_overrides: (stage, key, value) `--params_override` entries added
       to every run of a stage ('all': every training run, each backbone
       alike), after the benchmark's own. The OTB evaluations take their
-      tracker's. A key the benchmark sets itself (steps, checkpoints, the
-      settings above) is refused: its flag says it.
+      tracker's. A key the benchmark sets itself (steps, checkpoints, data
+      sizes, the two settings above even when unset), or a key inside or
+      above one, is refused (`plan_runs`).
   """
   pretrain_freeze_until: str = PRETRAIN_FREEZE_UNTIL
   tracking_learning_rate: Optional[float] = TRACKING_LEARNING_RATE
@@ -296,7 +319,7 @@ class Setting:
     tracking_overrides(self.tracking_learning_rate)
     for stage, key, value in self.stage_overrides:
       _check_stage_override(stage, key, value)
-    for stage in OVERRIDE_STAGES[1:]:
+    for stage in _TRAINING_STAGES:
       values = {}
       for s, key, value in self.stage_overrides:
         if s in ('all', stage) and values.setdefault(key, value) != value:
@@ -304,9 +327,13 @@ class Setting:
                            f'of {key}: {values[key]} and {value}')
 
   def overrides(self, stage: str) -> Dict[str, str]:
-    """The stage overrides of a training stage's runs."""
-    return {key: value for s, key, value in self.stage_overrides
-            if s in ('all', stage)}
+    """The stage overrides of a training stage's runs, sorted by key.
+
+    Sorted, so that the order of the entries does not change a run's
+    command line (which `--resume` compares).
+    """
+    return dict(sorted((key, value) for s, key, value in self.stage_overrides
+                       if s in ('all', stage)))
 
 
 def ava_overrides(budget: Budget) -> Dict[str, Any]:
@@ -484,7 +511,12 @@ def _train_argv(experiment: str, model_dir: str, overrides, seed: int,
 def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
               python: str = sys.executable,
               setting: Setting = Setting()) -> List[RunSpec]:
-  """Every run of the benchmark, in a valid execution order."""
+  """Every run of the benchmark, in a valid execution order.
+
+  Raises:
+    ValueError: for an invalid budget or setting, or a stage override of a
+      key the plan sets itself.
+  """
   budget.validate()
   setting.validate()
   pretrain_setting = pretrain_overrides(setting.pretrain_freeze_until)
@@ -492,10 +524,14 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
 
   def with_stage_overrides(stage, overrides):
     extra = setting.overrides(stage)
-    taken = sorted(set(extra) & set(overrides))
-    if taken:
-      raise ValueError(f'stage overrides {taken} for {stage}: the benchmark '
-                       'sets these itself (use its flags)')
+    owned = set(overrides) | set(_SETTING_KEYS.get(stage, ()))
+    for key in extra:
+      taken = _overlapping(key, owned)
+      if taken:
+        raise ValueError(
+            f'stage override of {key} for {stage}: the benchmark sets '
+            f'{taken} itself (budget flags, --pretrain_freeze_until, '
+            '--tracking_learning_rate or its plan)')
     return {**overrides, **extra}
   runs = []
   for seed in seeds:

@@ -78,7 +78,8 @@ _STAGE_OVERRIDE = flags.DEFINE_multi_string(
     "run of STAGE (pretrain, linear_eval, ava, tracking; 'all': every "
     'training run, each backbone alike; the OTB evaluations take their '
     "tracker's), after the benchmark's own. Keys the benchmark sets itself "
-    'are refused; an unknown key fails its runs with the config error.')
+    '(and keys inside or above them) are refused before any run; an '
+    'unknown key fails its runs with the config error.')
 _RESUME = flags.DEFINE_bool(
     'resume', False, 'Reuse each run that an earlier invocation with this '
     '--output_dir finished with the same train.py / track.py command line '
@@ -95,22 +96,24 @@ def _interrupt(signum, frame):
 def main(argv):
   del argv
   signal.signal(signal.SIGTERM, _interrupt)
+  seeds = list(range(_SEEDS.value))
   try:
     setting = toy_benchmark.Setting(
         pretrain_freeze_until=_PRETRAIN_FREEZE_UNTIL.value,
         tracking_learning_rate=_TRACKING_LEARNING_RATE.value,
         stage_overrides=tuple(toy_benchmark.parse_stage_override(t)
                               for t in _STAGE_OVERRIDE.value))
-    setting.validate()
+    budget = toy_benchmark.make_budget(
+        _QUICK.value, pretrain_steps=_PRETRAIN_STEPS.value,
+        linear_eval_steps=_LINEAR_EVAL_STEPS.value,
+        ava_steps=_AVA_STEPS.value, tracking_steps=_TRACKING_STEPS.value,
+        tracking_eval_sequences=_TRACKING_EVAL_SEQUENCES.value)
+    # The plan checks the setting against the keys it sets, before any run.
+    toy_benchmark.plan_runs(_OUTPUT_DIR.value, seeds, budget, setting=setting)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  budget = toy_benchmark.make_budget(
-      _QUICK.value, pretrain_steps=_PRETRAIN_STEPS.value,
-      linear_eval_steps=_LINEAR_EVAL_STEPS.value, ava_steps=_AVA_STEPS.value,
-      tracking_steps=_TRACKING_STEPS.value,
-      tracking_eval_sequences=_TRACKING_EVAL_SEQUENCES.value)
   result = toy_benchmark.run_benchmark(
-      _OUTPUT_DIR.value, seeds=list(range(_SEEDS.value)), quick=_QUICK.value,
+      _OUTPUT_DIR.value, seeds=seeds, quick=_QUICK.value,
       budget=budget, jobs=_JOBS.value, command=sys.argv,
       resume=_RESUME.value, setting=setting)
   out = os.path.abspath(_OUTPUT_DIR.value)

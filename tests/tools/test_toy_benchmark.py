@@ -6,6 +6,7 @@ otb_metrics.json), with numbers chosen here; a real `--quick` run takes far
 more than a few minutes on the shared 2-core machine (14 train.py/track.py
 processes), so it is not run in the tests.
 """
+import dataclasses
 import json
 import math
 import os
@@ -434,15 +435,22 @@ def test_parse_stage_override():
   assert tb.parse_stage_override(f'all:{STEM}=32') == ('all', STEM, '32')
   assert tb.parse_stage_override('ava:task.a.b = 0.5') == (
       'ava', 'task.a.b', '0.5')
+  assert tb.parse_stage_override('pretrain:task.p=/data/x-1.tfrecord') == (
+      'pretrain', 'task.p', '/data/x-1.tfrecord')
+  value = 'must be a non-empty number, word or path'
   for bad, match in (
       (f'{STEM}=32', 'expected STAGE:key=value'),
       (f'all:{STEM}', 'expected STAGE:key=value'),
-      (f'probe:{STEM}=32', "stage must be one of .*'linear_eval'"),
-      ('track_eval:task.a=1', 'stage must be one of'),
+      (f'probe:{STEM}=32', "stage 'probe' must be one of .*'linear_eval'"),
+      ('track_eval:task.a=1', "stage 'track_eval' must be one of"),
+      (' all:task.a=1', "stage ' all' must be one of"),
       ('all:stem_filters=32', 'dotted config path'),
       ('all:task.a b=1', 'dotted config path'),
-      ('all:task.a=', 'non-empty and without a comma'),
-      ('all:task.a=1,2', 'non-empty and without a comma')):
+      ('all:_task.a=1', 'dotted config path'),
+      ('all:task.a=', value), ('all:task.a=1,2', value),
+      ('all:task.a=[1', value), ('all:task.a={a', value),
+      ("all:task.a='x", value), ('all:task.a=x: y', value),
+      ('all:task.a=#c', value)):
     with pytest.raises(ValueError, match=match):
       tb.parse_stage_override(bad)
 
@@ -464,20 +472,37 @@ def test_stage_overrides_reach_their_stages(tmp_path):
         run.stage in (tb.TRACKING, tb.TRACK_EVAL)), run.name
   plain = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
                        python='py')
+  assert [r.name for r in plain] == [r.name for r in runs]
   for a, b in zip(runs, plain):
     extra = {k: v for k, v in a.overrides.items() if k not in b.overrides}
     assert extra and {k: a.overrides[k] for k in b.overrides} == b.overrides
 
 
 def test_stage_overrides_refuse_the_benchmarks_keys_and_conflicts(tmp_path):
-  for stage, key in (('pretrain', 'trainer.train_steps'),
-                     ('pretrain', 'task.model.freeze_until'),
-                     ('ava', 'task.init_checkpoint'),
-                     ('tracking', 'task.toy_world.num_eval_sequences')):
-    setting = tb.Setting(stage_overrides=((stage, key, '7'),))
-    with pytest.raises(ValueError, match=f"'{key}'.*sets these itself"):
+  lr = 'trainer.optimizer_config.learning_rate'
+  for setting, stage, key in (
+      (tb.Setting(), 'pretrain', 'trainer.train_steps'),
+      (tb.Setting(), 'pretrain', 'task.model.freeze_until'),
+      (tb.Setting(), 'ava', 'task.init_checkpoint'),
+      (tb.Setting(), 'tracking', 'task.toy_world.num_eval_sequences'),
+      # Owned by the setting also when it leaves them unset.
+      (tb.Setting(pretrain_freeze_until=''), 'pretrain',
+       'task.model.freeze_until'),
+      (tb.Setting(pretrain_freeze_until=''), 'all', 'task.model.freeze_until'),
+      (tb.Setting(tracking_learning_rate=None), 'tracking',
+       f'{lr}.exponential.initial_learning_rate'),
+      # A key above one the plan sets would replace it.
+      (tb.Setting(), 'pretrain', f'{lr}.cosine'),
+      (tb.Setting(), 'all', 'trainer.optimizer_config')):
+    setting = dataclasses.replace(setting,
+                                  stage_overrides=((stage, key, '7'),))
+    with pytest.raises(ValueError, match=f'override of {key} .*sets '):
       tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
                    setting=setting)
+  # Below the tracker's own keys, not above: free.
+  assert len(tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
+                          setting=tb.Setting(stage_overrides=(
+                              ('ava', f'{lr}.cosine.alpha', '0.1'),)))) == 14
   conflict = tb.Setting(stage_overrides=(('all', STEM, '32'),
                                          ('ava', STEM, '16')))
   with pytest.raises(ValueError, match=f'ava runs two values of {STEM}'):
@@ -485,6 +510,15 @@ def test_stage_overrides_refuse_the_benchmarks_keys_and_conflicts(tmp_path):
   # The same value twice is no conflict.
   tb.Setting(stage_overrides=(('all', STEM, '32'),
                               ('ava', STEM, '32'))).validate()
+
+
+def test_stage_override_order_keeps_the_command_lines(tmp_path):
+  a = ('all', STEM, '32')
+  b = ('ava', 'task.model.head.dropout_rate', '0.2')
+  runs = [tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
+                       python='py', setting=tb.Setting(stage_overrides=o))
+          for o in ((a, b), (b, a))]
+  assert [r.argv for r in runs[0]] == [r.argv for r in runs[1]]
 
 
 def test_run_benchmark_records_the_stage_overrides(tmp_path):
@@ -867,10 +901,18 @@ def test_interrupt_terminates_running_children(tmp_path):
 
 def test_tool_refuses_a_bad_stage_override_before_any_run(tmp_path):
   out = tmp_path / 'bench'
-  proc = subprocess.run(
-      [sys.executable, os.path.join(tb.REPO_ROOT, 'tools', 'toy_benchmark.py'),
-       f'--output_dir={out}', '--stage_override=probe:task.a=1'],
-      capture_output=True, text=True, timeout=120, check=False)
-  assert proc.returncode == 1, proc.stderr
-  assert "stage override probe:task.a=1: stage must be one of" in proc.stderr
-  assert not out.exists()
+  for flag, message in (
+      ('probe:task.a=1', "stage override probe:task.a=1: stage 'probe'"),
+      ('pretrain:trainer.train_steps=7',
+       "stage override of trainer.train_steps for pretrain: the benchmark "
+       "sets ['trainer.train_steps'] itself")):
+    proc = subprocess.run(
+        [sys.executable,
+         os.path.join(tb.REPO_ROOT, 'tools', 'toy_benchmark.py'),
+         f'--output_dir={out}', f'--stage_override={flag}'],
+        capture_output=True, text=True, timeout=120, check=False)
+    # absl's usage error: the message and the flags' help, no traceback.
+    assert proc.returncode == 1, proc.stderr
+    assert message in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert not out.exists()
