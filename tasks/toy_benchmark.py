@@ -52,7 +52,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 from absl import logging
 import numpy as np
@@ -613,7 +614,8 @@ def read_params(model_dir: str) -> Dict[str, Any]:
     raise FileNotFoundError(f'{path}: missing (train.py writes it first)')
   with open(path) as f:
     try:
-      return yaml.load(f, Loader=_ParamsLoader)  # pylint: disable=no-value-for-parameter
+      # pylint: disable-next=no-value-for-parameter
+      return yaml.load(f, Loader=_ParamsLoader)
     except yaml.YAMLError as e:
       raise ValueError(f'{path}: unreadable YAML: {e}') from e
 
@@ -1007,7 +1009,8 @@ def summarize_values(values: Sequence[float]) -> Dict[str, Any]:
           'min': float(a.min()), 'max': float(a.max()), 'values': values}
 
 
-def metric_values(results: Sequence[RunResult]) -> Dict[str, Dict[str, List[float]]]:
+def metric_values(results: Sequence[RunResult]
+                  ) -> Dict[str, Dict[str, List[float]]]:
   """{metric: {backbone: [value per seed, in seed order]}} of ok runs."""
   out = {m.key: {b: [] for b in BACKBONES} for m in METRICS}
   for r in sorted(results, key=lambda r: r.seed):
