@@ -219,6 +219,12 @@ FROZEN_STAGES = {'': 'nothing (every stage trains)', 'stem': 'the stem',
 FREEZE_UNTIL_CHOICES = tuple(FROZEN_STAGES)
 
 
+# The config keys of the two `Setting` choices below.
+_TRACKING_LR_KEY = (f'trainer.optimizer_config.learning_rate.'
+                    f'{_LR_SCHEDULE[TRACKING]}.initial_learning_rate')
+_FREEZE_KEY = 'task.model.freeze_until'
+
+
 def tracking_overrides(learning_rate: Optional[float]) -> Dict[str, Any]:
   """The trackers' initial learning rate (none: the registered 1e-2).
 
@@ -230,8 +236,7 @@ def tracking_overrides(learning_rate: Optional[float]) -> Dict[str, Any]:
           math.isfinite(learning_rate) and learning_rate > 0):
     raise ValueError(f'tracking learning rate must be a finite number > 0, '
                      f'got {learning_rate!r}')
-  key = f'trainer.optimizer_config.learning_rate.{_LR_SCHEDULE[TRACKING]}'
-  return {f'{key}.initial_learning_rate': float(learning_rate)}
+  return {_TRACKING_LR_KEY: float(learning_rate)}
 
 
 def pretrain_overrides(freeze_until: str) -> Dict[str, Any]:
@@ -239,7 +244,7 @@ def pretrain_overrides(freeze_until: str) -> Dict[str, Any]:
   if freeze_until not in FREEZE_UNTIL_CHOICES:
     raise ValueError(f'pretrain freeze_until must be one of '
                      f'{FREEZE_UNTIL_CHOICES}, got {freeze_until!r}')
-  return {'task.model.freeze_until': freeze_until} if freeze_until else {}
+  return {_FREEZE_KEY: freeze_until} if freeze_until else {}
 
 
 # Stages a `Setting.stage_overrides` entry may name; 'all' is every training
@@ -249,11 +254,7 @@ OVERRIDE_STAGES = ('all',) + _TRAINING_STAGES
 # Keys the `Setting` fields own even when they leave them unset ('' freezes
 # nothing, None keeps the registered tracker rate): a stage override may
 # not set them behind the report's back.
-_SETTING_KEYS = {
-    PRETRAIN: ('task.model.freeze_until',),
-    TRACKING: (f'trainer.optimizer_config.learning_rate.'
-               f'{_LR_SCHEDULE[TRACKING]}.initial_learning_rate',),
-}
+_SETTING_KEYS = {PRETRAIN: (_FREEZE_KEY,), TRACKING: (_TRACKING_LR_KEY,)}
 # Model Garden's `--params_override` parser: a key is dotted names starting
 # with a letter. Values are kept to plain tokens (numbers, words, paths):
 # brackets, quotes, '#' or ':' are YAML to its parser, a comma separates
