@@ -20,6 +20,7 @@ With `toy_world.enabled` every empty one of them is filled with toy-world
 sequences created on first use in a cache folder.
 """
 import dataclasses
+from typing import Optional
 
 from official.core import config_definitions as cfg
 from official.core import exp_factory
@@ -53,7 +54,10 @@ class TrackingDataConfig(cfg.DataConfig):
   max_frame_gap: int = 100  # largest frame distance exemplar <-> search
   scale_jitter: float = 0.05  # relative window-size jitter, in [0, 1)
   shift_jitter: float = 4.0  # search-window shift, search-crop pixels
-  seed: int = 0
+  # Pair-sampling seed. None: drawn from the global TensorFlow seed for
+  # training (so `train.py --seed=S` gives each seed its own pairs, as in the
+  # other tasks' input pipelines) and 0 for evaluation.
+  seed: Optional[int] = None
 
 
 @dataclasses.dataclass

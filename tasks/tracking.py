@@ -35,6 +35,7 @@ from official.vision.modeling import factory_3d
 
 from configs import tracking as exp_cfg
 from dataloaders import cache
+from dataloaders import example_seeds
 from dataloaders import siamfc_pairs
 from dataloaders import toy_world
 from dataloaders import tracking_readers
@@ -240,11 +241,12 @@ class SiamFCTrackingTask(base_task.Task):
     root = self.dirs['train' if params.is_training else 'validation']
     crops = self.task_config.model.crops
     batch_size = params.global_batch_size
-    seed = params.seed
+    pipeline_id = 0
     if input_context is not None:
       batch_size = input_context.get_per_replica_batch_size(batch_size)
-      # Replicas draw different pairs.
-      seed = seed + 1000003 * input_context.input_pipeline_id
+      pipeline_id = input_context.input_pipeline_id  # hosts: other pairs
+    seed = example_seeds.pipeline_base_seed(params.seed, pipeline_id,
+                                            params.is_training)
     # Readers raise naming the sequence (fewer frames than ground-truth
     # lines, missing frames); an unreadable frame fails naming its file.
     return siamfc_pairs.build_pair_dataset(

@@ -126,6 +126,33 @@ def test_toy_data_layouts_and_pair_batches(tmp_path):
   assert batch['search'].shape == (2, 5, 127, 127, 3)
 
 
+def test_training_pairs_follow_the_run_seed(tmp_path):
+  # train.py --seed sets the global seed; with the default `seed: None` the
+  # training pairs follow it (before, every seed drew the same pairs), an
+  # explicit seed fixes them, and validation pairs never depend on it.
+  params = _toy_params(tmp_path)
+  params.task.toy_world.num_train_sequences = 4
+  dirs = tracking.ensure_toy_tracking_data(params.task.toy_world, _SPEC)
+  assert params.task.train_data.seed is None
+  assert params.task.validation_data.seed == 1
+
+  def first_exemplars(global_seed, data_seed=None, training=True):
+    tf.keras.utils.set_random_seed(global_seed)
+    task = tracking.SiamFCTrackingTask(params.task)
+    task._dirs = dirs  # pylint: disable=protected-access
+    data = (params.task.train_data if training else
+            params.task.validation_data).replace(seed=data_seed)
+    return next(iter(task.build_inputs(data)))['exemplar'].numpy()
+
+  a = first_exemplars(1)
+  np.testing.assert_array_equal(a, first_exemplars(1))
+  assert np.abs(a - first_exemplars(2)).max() > 0.1
+  np.testing.assert_array_equal(first_exemplars(1, data_seed=7),
+                                first_exemplars(2, data_seed=7))
+  np.testing.assert_array_equal(first_exemplars(1, training=False),
+                                first_exemplars(2, training=False))
+
+
 def _write_got10k(root, name, num_frames, num_lines):
   seq = os.path.join(root, name)
   os.makedirs(seq)
