@@ -136,21 +136,23 @@ def test_training_pairs_follow_the_run_seed(tmp_path):
   assert params.task.train_data.seed is None
   assert params.task.validation_data.seed == 1
 
-  def first_exemplars(global_seed, data_seed=None, training=True):
+  def first_exemplars(global_seed, data):
     tf.keras.utils.set_random_seed(global_seed)
     task = tracking.SiamFCTrackingTask(params.task)
     task._dirs = dirs  # pylint: disable=protected-access
-    data = (params.task.train_data if training else
-            params.task.validation_data).replace(seed=data_seed)
     return next(iter(task.build_inputs(data)))['exemplar'].numpy()
 
-  a = first_exemplars(1)
-  np.testing.assert_array_equal(a, first_exemplars(1))
-  assert np.abs(a - first_exemplars(2)).max() > 0.1
-  np.testing.assert_array_equal(first_exemplars(1, data_seed=7),
-                                first_exemplars(2, data_seed=7))
-  np.testing.assert_array_equal(first_exemplars(1, training=False),
-                                first_exemplars(2, training=False))
+  train = params.task.train_data
+  a = first_exemplars(1, train)
+  np.testing.assert_array_equal(a, first_exemplars(1, train))
+  assert np.abs(a - first_exemplars(2, train)).max() > 0.1
+  fixed = train.replace(seed=7)
+  np.testing.assert_array_equal(first_exemplars(1, fixed),
+                                first_exemplars(2, fixed))
+  for validation in (params.task.validation_data,
+                     params.task.validation_data.replace(seed=None)):
+    np.testing.assert_array_equal(first_exemplars(1, validation),
+                                  first_exemplars(2, validation))
 
 
 def _write_got10k(root, name, num_frames, num_lines):
