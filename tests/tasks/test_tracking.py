@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from official.core import exp_factory
 from official.modeling import hyperparams
@@ -127,9 +128,10 @@ def test_toy_data_layouts_and_pair_batches(tmp_path):
 
 
 def test_training_pairs_follow_the_run_seed(tmp_path):
-  # train.py --seed sets the global seed; with the default `seed: None` the
-  # training pairs follow it (before, every seed drew the same pairs), an
-  # explicit seed fixes them, and validation pairs never depend on it.
+  # train.py --seed calls tf_keras.utils.set_random_seed, as here; with the
+  # default `seed: None` the training pairs follow it (before, every seed
+  # drew the same pairs), an explicit seed fixes them, and validation pairs
+  # never depend on it.
   params = _toy_params(tmp_path)
   params.task.toy_world.num_train_sequences = 4
   dirs = tracking.ensure_toy_tracking_data(params.task.toy_world, _SPEC)
@@ -137,7 +139,7 @@ def test_training_pairs_follow_the_run_seed(tmp_path):
   assert params.task.validation_data.seed == 1
 
   def first_exemplars(global_seed, data):
-    tf.keras.utils.set_random_seed(global_seed)
+    tf_keras.utils.set_random_seed(global_seed)
     task = tracking.SiamFCTrackingTask(params.task)
     task._dirs = dirs  # pylint: disable=protected-access
     return next(iter(task.build_inputs(data)))['exemplar'].numpy()
