@@ -19,7 +19,11 @@ one (classification). This module checks it on the toy world
          mAP, read from `<model_dir>/ava_eval_results.json`;
        * SiamFC tracking on res5r (`const_cl_tracking_toy`), then one-pass
          OTB evaluation on the toy OTB sequences (`tools/track.py
-         --evaluate`): precision at 20 px and success AUC.
+         --evaluate`): precision at 20 px and success AUC;
+       * the same OTB evaluation of the pretrained features with no tracker
+         training (`tools/track.py --checkpoint=<pretraining dir>`, random
+         initialization drawn with `--seed`): the tracking counterpart of
+         the linear probe.
      A CVRL checkpoint has a single res5, so its downstream runs use a
      single-branch backbone (`duplicate_res5=false`, `feature_endpoint=5g`);
      random and ConST-CL keep the registered Y backbone and read res5r.
@@ -50,6 +54,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
@@ -66,18 +71,23 @@ CODE_PATHS = ('train.py', 'configs', 'dataloaders', 'modeling', 'tasks',
 
 # 2: `resumed_runs` and each run's `resumed` (`--resume`); 3:
 # `pretrain_freeze_until`; 4: `code_version`, in the report and each run,
-# and `tracking_learning_rate`; 5: `stage_overrides`.
-SCHEMA_VERSION = 5
+# and `tracking_learning_rate`; 5: `stage_overrides`; 6: the `track_frozen`
+# stage and its two metrics.
+SCHEMA_VERSION = 6
 
 BACKBONES = ('random', 'cvrl', 'const_cl')
 BACKBONE_LABELS = {'random': 'Random init', 'cvrl': 'CVRL',
                    'const_cl': 'ConST-CL'}
 
 # Stages in dependency order. `track_eval` runs tools/track.py on the model
-# of the `tracking` stage.
-PRETRAIN, LINEAR_EVAL, AVA, TRACKING, TRACK_EVAL = (
-    'pretrain', 'linear_eval', 'ava', 'tracking', 'track_eval')
-STAGES = (PRETRAIN, LINEAR_EVAL, AVA, TRACKING, TRACK_EVAL)
+# of the `tracking` stage; `track_frozen` runs it on the pretraining's
+# checkpoint (random initialization: none), with no tracker training: the
+# frozen features and a SiamFC head at its constant initial values, the
+# tracking counterpart of the linear probe.
+PRETRAIN, LINEAR_EVAL, AVA, TRACKING, TRACK_EVAL, TRACK_FROZEN = (
+    'pretrain', 'linear_eval', 'ava', 'tracking', 'track_eval',
+    'track_frozen')
+STAGES = (PRETRAIN, LINEAR_EVAL, AVA, TRACKING, TRACK_EVAL, TRACK_FROZEN)
 
 EXPERIMENTS = {
     (PRETRAIN, 'const_cl'): 'const_cl_pretrain_toy',
@@ -89,6 +99,7 @@ EXPERIMENTS = {
     AVA: 'const_cl_ava_toy',
     TRACKING: 'const_cl_tracking_toy',
     TRACK_EVAL: 'const_cl_tracking_toy',
+    TRACK_FROZEN: 'const_cl_tracking_toy',
 }
 
 
@@ -107,6 +118,10 @@ METRICS = (
     Metric('tracking_precision', 'OTB precision@20px', TRACK_EVAL,
            'otb_metrics.json:precision'),
     Metric('tracking_success', 'OTB success AUC', TRACK_EVAL,
+           'otb_metrics.json:success'),
+    Metric('frozen_tracking_precision', 'Frozen OTB precision@20px',
+           TRACK_FROZEN, 'otb_metrics.json:precision'),
+    Metric('frozen_tracking_success', 'Frozen OTB success AUC', TRACK_FROZEN,
            'otb_metrics.json:success'),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
@@ -588,6 +603,26 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
       runs.append(spec(TRACK_EVAL, backbone, EXPERIMENTS[TRACK_EVAL],
                        track.overrides, depends_on=[track.name], argv=argv,
                        model_dir=results_dir))
+    for backbone in BACKBONES:
+      track = next(r for r in runs if r.seed == seed and
+                   r.stage == TRACKING and r.backbone == backbone)
+      pre = pretrain_dirs.get(backbone)
+      # The tracker's model (endpoint, evaluation sequences, stage
+      # overrides) without its training: no trainer keys, and the weights
+      # come from --checkpoint; --seed draws random initialization's.
+      overrides = {k: v for k, v in track.overrides.items()
+                   if not k.startswith('trainer.') and
+                   k != 'task.init_checkpoint'}
+      results_dir = os.path.join(root, f'{TRACK_FROZEN}_{backbone}')
+      argv = [python, os.path.join(REPO_ROOT, 'tools', 'track.py'),
+              f'--experiment={EXPERIMENTS[TRACK_FROZEN]}',
+              f'--params_override={format_overrides(overrides)}',
+              f'--checkpoint={pre.model_dir if pre else ""}',
+              f'--seed={seed}', f'--results_dir={results_dir}',
+              '--evaluate']
+      runs.append(spec(TRACK_FROZEN, backbone, EXPERIMENTS[TRACK_FROZEN],
+                       overrides, depends_on=[pre.name] if pre else [],
+                       argv=argv, model_dir=results_dir))
   return runs
 
 
@@ -676,12 +711,13 @@ def _finite(value: Any, where: str) -> float:
 def collect_result(spec: RunSpec, result: RunResult,
                    budget: Budget) -> None:
   """Fills `result` from the files of a finished run; raises if incomplete."""
-  if spec.stage == TRACK_EVAL:
+  if spec.stage in (TRACK_EVAL, TRACK_FROZEN):
     path = os.path.join(spec.model_dir, 'otb_metrics.json')
     otb = _read_json(path)
-    result.metrics['tracking_precision'] = _finite(
+    prefix = 'frozen_' if spec.stage == TRACK_FROZEN else ''
+    result.metrics[f'{prefix}tracking_precision'] = _finite(
         otb.get('precision'), f'{path}:precision')
-    result.metrics['tracking_success'] = _finite(
+    result.metrics[f'{prefix}tracking_success'] = _finite(
         otb.get('success'), f'{path}:success')
     result.metrics['num_sequences'] = float(len(otb.get('per_sequence', {})))
     return
@@ -1226,7 +1262,7 @@ def plot(summary, path: str) -> None:
   import matplotlib
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt
-  fig, ax = plt.subplots(figsize=(8, 4))
+  fig, ax = plt.subplots(figsize=(11, 4))
   width = 0.8 / len(BACKBONES)
   x = np.arange(len(METRICS))
   for i, b in enumerate(BACKBONES):
@@ -1241,7 +1277,7 @@ def plot(summary, path: str) -> None:
         ax.text(p, 1, 'missing', rotation=90, ha='center', va='bottom',
                 fontsize=8)
   ax.set_xticks(x)
-  ax.set_xticklabels([m.label for m in METRICS])
+  ax.set_xticklabels([textwrap.fill(m.label, 16) for m in METRICS])
   ax.set_ylabel('%')
   ax.set_title('Toy-world benchmark (mean ± std over seeds)')
   ax.legend()

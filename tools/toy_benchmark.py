@@ -3,7 +3,8 @@
 Pretrains ConST-CL and CVRL on the toy world with the same budget and seed,
 then trains and evaluates a linear probe (classification top-1), the AVA head
 (mAP) and a SiamFC tracker (OTB precision / success AUC) on each of the
-three backbones, every run through `train.py` (and `tools/track.py`) in a
+three backbones, and scores each backbone's frozen features as a tracker
+with no tracker training (the same two OTB metrics), every run through `train.py` (and `tools/track.py`) in a
 subprocess. Writes results.md (table), results.json (every run and the
 summary) and results.png (bar chart) into --output_dir. See
 tasks/toy_benchmark.py and the README section "Toy-world benchmark".

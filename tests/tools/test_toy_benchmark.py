@@ -3,7 +3,7 @@
 The orchestration is tested with a stub runner that writes the files a real
 run writes (params.yaml, TensorBoard scalars, ava_eval_results.json,
 otb_metrics.json), with numbers chosen here; a real `--quick` run takes far
-more than a few minutes on the shared 2-core machine (14 train.py/track.py
+more than a few minutes on the shared 2-core machine (17 train.py/track.py
 processes), so it is not run in the tests.
 """
 import dataclasses
@@ -66,21 +66,28 @@ def test_format_cell_by_hand():
 
 
 def _two_seed_results():
-  # (top-1, mAP, precision, success) per backbone for seeds 0 and 1.
+  # (top-1, mAP, precision, success, frozen precision, frozen success) per
+  # backbone for seeds 0 and 1.
   table = {
-      'random': [(0.10, 0.20, 0.30, 0.20), (0.20, 0.30, 0.40, 0.30)],
-      'cvrl': [(0.50, 0.30, 0.50, 0.35), (0.60, 0.40, 0.50, 0.35)],
-      'const_cl': [(0.50, 0.50, 0.70, 0.50), (0.70, 0.60, 0.80, 0.60)],
+      'random': [(0.10, 0.20, 0.30, 0.20, 0.20, 0.10),
+                 (0.20, 0.30, 0.40, 0.30, 0.30, 0.10)],
+      'cvrl': [(0.50, 0.30, 0.50, 0.35, 0.40, 0.20),
+               (0.60, 0.40, 0.50, 0.35, 0.40, 0.20)],
+      'const_cl': [(0.50, 0.50, 0.70, 0.50, 0.60, 0.30),
+                   (0.70, 0.60, 0.80, 0.60, 0.80, 0.30)],
   }
   results = []
   for backbone, rows in table.items():
-    for seed, (top1, map_, prec, succ) in enumerate(rows):
+    for seed, (top1, map_, prec, succ, fprec, fsucc) in enumerate(rows):
       results.append(_result(backbone, seed, tb.LINEAR_EVAL,
                              {'classification_top1': top1}))
       results.append(_result(backbone, seed, tb.AVA, {'ava_map': map_}))
       results.append(_result(backbone, seed, tb.TRACK_EVAL,
                              {'tracking_precision': prec,
                               'tracking_success': succ}))
+      results.append(_result(backbone, seed, tb.TRACK_FROZEN,
+                             {'frozen_tracking_precision': fprec,
+                              'frozen_tracking_success': fsucc}))
   return results
 
 
@@ -96,14 +103,18 @@ def test_summary_table_and_comparisons_by_hand():
   table = tb.format_table(summary)
   lines = table.splitlines()
   assert lines[0] == ('| Backbone | Linear-probe top-1 (%) | AVA mAP (%) | '
-                      'OTB precision@20px (%) | OTB success AUC (%) |')
-  assert lines[1] == '|---|---|---|---|---|'
+                      'OTB precision@20px (%) | OTB success AUC (%) | '
+                      'Frozen OTB precision@20px (%) | '
+                      'Frozen OTB success AUC (%) |')
+  assert lines[1] == '|---|---|---|---|---|---|---|'
   assert lines[2] == ('| Random init | 15.0 ± 7.1 [10.0, 20.0] | '
                       '25.0 ± 7.1 [20.0, 30.0] | 35.0 ± 7.1 [30.0, 40.0] | '
-                      '25.0 ± 7.1 [20.0, 30.0] |')
+                      '25.0 ± 7.1 [20.0, 30.0] | 25.0 ± 7.1 [20.0, 30.0] | '
+                      '10.0 ± 0.0 [10.0, 10.0] |')
   assert lines[4] == ('| ConST-CL | 60.0 ± 14.1 [50.0, 70.0] | '
                       '55.0 ± 7.1 [50.0, 60.0] | 75.0 ± 7.1 [70.0, 80.0] | '
-                      '55.0 ± 7.1 [50.0, 60.0] |')
+                      '55.0 ± 7.1 [50.0, 60.0] | 70.0 ± 14.1 [60.0, 80.0] | '
+                      '30.0 ± 0.0 [30.0, 30.0] |')
 
   comps = tb.comparisons(summary)
   top1 = comps['classification_top1']['const_cl_vs_random']
@@ -117,6 +128,10 @@ def test_summary_table_and_comparisons_by_hand():
   assert vs_cvrl['difference'] == pytest.approx(0.05)
   assert vs_cvrl['beats_by_more_than_spread'] is False
   assert vs_cvrl['separated'] is False
+  frozen = comps['frozen_tracking_success']['const_cl_vs_random']
+  # 0.30 - 0.10 = 0.20 > 0 + 0 (no spread); min 0.3 > max 0.1.
+  assert frozen['difference'] == pytest.approx(0.2)
+  assert frozen['beats_by_more_than_spread'] is True
 
 
 def test_duration_table_by_hand():
@@ -201,7 +216,7 @@ def test_format_overrides():
 def test_plan_runs(tmp_path):
   runs = tb.plan_runs(str(tmp_path), seeds=[0, 1], budget=tb.QUICK_BUDGET,
                       python='py')
-  assert len(runs) == 2 * (2 + 3 * 3 + 3)
+  assert len(runs) == 2 * (2 + 3 * 3 + 3 + 3)
   by_name = {r.name: r for r in runs}
   # Every dependency comes earlier in the plan.
   seen = set()
@@ -259,6 +274,30 @@ def test_plan_runs(tmp_path):
   assert f'--checkpoint={track.model_dir}' in ev.argv
   assert f'--params_override={tb.format_overrides(track.overrides)}' in (
       ev.argv)
+  # Frozen-feature tracking: the pretraining's checkpoint (random: none,
+  # drawn with the seed), the tracker's model keys, no trainer keys.
+  fz = by_name['seed1/track_frozen/cvrl']
+  assert fz.depends_on == ['seed1/pretrain/cvrl']
+  assert fz.argv[1].endswith(os.path.join('tools', 'track.py'))
+  assert fz.overrides == {
+      'task.model.backbone.resnet_3d_y.duplicate_res5': False,
+      'task.model.feature_endpoint': '5g',
+      'task.toy_world.num_eval_sequences': 4}
+  assert fz.argv[2:] == [
+      '--experiment=const_cl_tracking_toy',
+      '--params_override=task.model.backbone.resnet_3d_y.duplicate_res5='
+      'false,task.model.feature_endpoint=5g,'
+      'task.toy_world.num_eval_sequences=4',
+      f'--checkpoint={pre.model_dir}', '--seed=1',
+      f'--results_dir={fz.model_dir}', '--evaluate']
+  assert fz.model_dir == os.path.join(str(tmp_path), 'runs', 'seed1',
+                                      'track_frozen_cvrl')
+  fz_random = by_name['seed0/track_frozen/random']
+  assert fz_random.depends_on == []
+  assert fz_random.overrides == {'task.toy_world.num_eval_sequences': 4}
+  assert '--checkpoint=' in fz_random.argv and '--seed=0' in fz_random.argv
+  assert by_name['seed0/track_frozen/const_cl'].overrides == (
+      fz_random.overrides)
 
 
 def test_overrides_apply_to_registered_experiments(tmp_path):
@@ -278,9 +317,11 @@ def test_overrides_apply_to_registered_experiments(tmp_path):
     params = hyperparams.override_params_dict(
         params, tb.format_overrides(run.overrides), is_strict=True)
     params.validate()
-    assert params.trainer.train_steps == 10, run.name
     backbone = params.task.model.backbone
     assert getattr(backbone, backbone.type).stem_filters == 32, run.name
+    if run.stage == tb.TRACK_FROZEN:
+      continue  # no training
+    assert params.trainer.train_steps == 10, run.name
     if run.stage in (tb.TRACKING, tb.TRACK_EVAL):
       lr = params.trainer.optimizer_config.learning_rate.exponential
       # The registered toy tracker decays 1e-2 to 1e-3 (rate 0.1): from
@@ -314,7 +355,9 @@ class StubRunner:
 
   def _write(self, spec, v):
     os.makedirs(spec.model_dir, exist_ok=True)
-    if spec.stage == tb.TRACK_EVAL:
+    if spec.stage in (tb.TRACK_EVAL, tb.TRACK_FROZEN):
+      if spec.stage == tb.TRACK_FROZEN:
+        v -= 0.05
       with open(os.path.join(spec.model_dir, 'otb_metrics.json'), 'w') as f:
         json.dump({'precision': v + 0.2, 'success': v,
                    'per_sequence': {'a': {}, 'b': {}}}, f)
@@ -461,15 +504,16 @@ def test_stage_overrides_reach_their_stages(tmp_path):
       ('tracking', 'task.train_data.max_frame_gap', '20')))
   runs = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
                       python='py', setting=setting)
-  assert len(runs) == 14
+  assert len(runs) == 17
   for run in runs:
     assert run.overrides[STEM] == '32', run.name
     assert f'{STEM}=32' in tb.format_overrides(run.overrides)
     assert ('task.model.head.dropout_rate' in run.overrides) == (
         run.stage == tb.AVA), run.name
-    # The OTB evaluation rebuilds its tracker with the tracker's overrides.
+    # The OTB evaluations rebuild their tracker with the tracker's
+    # overrides.
     assert ('task.train_data.max_frame_gap' in run.overrides) == (
-        run.stage in (tb.TRACKING, tb.TRACK_EVAL)), run.name
+        run.stage in (tb.TRACKING, tb.TRACK_EVAL, tb.TRACK_FROZEN)), run.name
   plain = tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
                        python='py')
   assert [r.name for r in plain] == [r.name for r in runs]
@@ -502,7 +546,7 @@ def test_stage_overrides_refuse_the_benchmarks_keys_and_conflicts(tmp_path):
   # Below the tracker's own keys, not above: free.
   assert len(tb.plan_runs(str(tmp_path), seeds=[0], budget=tb.QUICK_BUDGET,
                           setting=tb.Setting(stage_overrides=(
-                              ('ava', f'{lr}.cosine.alpha', '0.1'),)))) == 14
+                              ('ava', f'{lr}.cosine.alpha', '0.1'),)))) == 17
   conflict = tb.Setting(stage_overrides=(('all', STEM, '32'),
                                          ('ava', STEM, '16')))
   with pytest.raises(ValueError, match=f'ava runs two values of {STEM}'):
@@ -543,7 +587,7 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   result = tb.run_benchmark(str(out), seeds=[0, 1], quick=True, runner=runner,
                             jobs=2, command=['tools/toy_benchmark.py'])
   assert result.ok
-  assert len(runner.calls) == 28
+  assert len(runner.calls) == 34
   report = json.loads((out / 'results.json').read_text())
   assert report == json.loads(json.dumps(result.report))
   assert set(report) == {
@@ -585,6 +629,13 @@ def test_run_benchmark_with_stub_runner(tmp_path):
   assert runs['seed0/track_eval/const_cl']['metrics'] == {
       'tracking_precision': pytest.approx(0.7),
       'tracking_success': pytest.approx(0.5), 'num_sequences': 2.0}
+  assert runs['seed1/track_frozen/const_cl']['metrics'] == {
+      'frozen_tracking_precision': pytest.approx(0.75),
+      'frozen_tracking_success': pytest.approx(0.55), 'num_sequences': 2.0}
+  assert runs['seed1/track_frozen/const_cl']['config'] is None
+  s = report['summary']['frozen_tracking_success']['random']
+  # Seeds 0, 1: 0.05, 0.15.
+  assert s['values'] == [pytest.approx(0.05), pytest.approx(0.15)]
   s = report['summary']['ava_map']['const_cl']
   # Seeds 0, 1: 0.55, 0.65 -> mean 0.60, std 0.0707.
   assert s['mean'] == pytest.approx(0.6)
@@ -616,7 +667,7 @@ def test_resume_reuses_finished_runs_and_reruns_what_changed(tmp_path):
   first = tb.run_benchmark(out, seeds=[0], quick=True, runner=StubRunner())
   assert first.ok
   names = [r['name'] for r in first.report['runs']]
-  assert len(names) == 14
+  assert len(names) == 17
 
   # Everything finished with the same command lines: nothing runs again.
   again = StubRunner()
@@ -627,7 +678,7 @@ def test_resume_reuses_finished_runs_and_reruns_what_changed(tmp_path):
   assert _metrics(second.report) == _metrics(first.report)
   assert second.report['summary'] == first.report['summary']
   assert all(r['resumed'] for r in second.report['runs'])
-  assert '14 of 14 runs were reused' in (
+  assert '17 of 17 runs were reused' in (
       tmp_path / 'bench' / 'results.md').read_text()
 
   # One pretraining's record gone: it runs again, and so does every run that
@@ -641,8 +692,9 @@ def test_resume_reuses_finished_runs_and_reruns_what_changed(tmp_path):
   assert third.ok
   assert third_runner.calls == [
       'seed0/pretrain/cvrl', 'seed0/linear_eval/cvrl', 'seed0/ava/cvrl',
-      'seed0/tracking/cvrl', 'seed0/track_eval/cvrl']
-  assert len(third.report['resumed_runs']) == 9
+      'seed0/tracking/cvrl', 'seed0/track_eval/cvrl',
+      'seed0/track_frozen/cvrl']
+  assert len(third.report['resumed_runs']) == 11
   assert _metrics(third.report) == _metrics(first.report)
 
   # A changed budget changes the AVA command lines only.
@@ -699,11 +751,12 @@ def test_resume_after_a_stop_between_a_pretraining_and_its_runs(tmp_path):
   # reused; everything on a pretrained checkpoint runs.
   assert sorted(runner.calls) == sorted(
       f'seed0/{stage}/{backbone}' for backbone in ('cvrl', 'const_cl')
-      for stage in ('linear_eval', 'ava', 'tracking', 'track_eval'))
+      for stage in ('linear_eval', 'ava', 'tracking', 'track_eval',
+                    'track_frozen'))
   assert sorted(result.report['resumed_runs']) == sorted(
       ['seed0/pretrain/cvrl', 'seed0/pretrain/const_cl'] +
-      [f'seed0/{stage}/random'
-       for stage in ('linear_eval', 'ava', 'tracking', 'track_eval')])
+      [f'seed0/{stage}/random' for stage in (
+          'linear_eval', 'ava', 'tracking', 'track_eval', 'track_frozen')])
 
 
 def test_a_run_that_starts_removes_its_own_record(tmp_path):
@@ -808,16 +861,17 @@ def test_failure_is_reported_and_dependents_skipped(tmp_path):
   assert failed['status'] == 'failed' and failed['returncode'] == 3
   assert failed['error'].endswith(' | RuntimeError: boom')
   assert 'Traceback: boom' in failed['log_tail']
-  for stage in (tb.LINEAR_EVAL, tb.AVA, tb.TRACKING, tb.TRACK_EVAL):
+  for stage in (tb.LINEAR_EVAL, tb.AVA, tb.TRACKING, tb.TRACK_EVAL,
+                tb.TRACK_FROZEN):
     skipped = runs[f'seed0/{stage}/cvrl']
     assert skipped['status'] == 'skipped', stage
     assert f'seed0/{stage}/cvrl' not in runner.calls
   assert runs['seed0/ava/const_cl']['status'] == 'ok'
   assert sorted(report['missing_metrics']) == sorted(
       f'{m}/cvrl' for m in tb.METRIC_KEYS)
-  assert len(report['failures']) == 5
+  assert len(report['failures']) == 6
   md = (out / 'results.md').read_text()
-  assert '| CVRL | MISSING | MISSING | MISSING | MISSING |' in md
+  assert '| CVRL | MISSING | MISSING | MISSING | MISSING | MISSING | MISSING |' in md
   assert 'Traceback: boom' in md and 'FAILED OR SKIPPED RUNS' in md
 
 
