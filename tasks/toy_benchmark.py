@@ -31,7 +31,8 @@ one (classification). This module checks it on the toy world
      ("spread") and min/max per backbone x metric.
 
 Every run is a subprocess (`python train.py --experiment=... --mode=
-train_and_eval --model_dir=... --params_override=... --seed=S`); results are
+train_and_eval --model_dir=... --params_override=... --seed=S`, or
+`python tools/track.py ... --evaluate` for the OTB evaluations); results are
 read back from files only (`params.yaml`, TensorBoard event files under
 `<model_dir>/train` and `<model_dir>/validation`, the JSON files the tasks and
 tools write). A failed run is recorded with its log tail, the runs that need
@@ -120,9 +121,10 @@ METRICS = (
     Metric('tracking_success', 'OTB success AUC', TRACK_EVAL,
            'otb_metrics.json:success'),
     Metric('frozen_tracking_precision', 'Frozen OTB precision@20px',
-           TRACK_FROZEN, 'otb_metrics.json:precision'),
+           TRACK_FROZEN,
+           'track_frozen_<backbone>/otb_metrics.json:precision'),
     Metric('frozen_tracking_success', 'Frozen OTB success AUC', TRACK_FROZEN,
-           'otb_metrics.json:success'),
+           'track_frozen_<backbone>/otb_metrics.json:success'),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 
@@ -263,7 +265,8 @@ def pretrain_overrides(freeze_until: str) -> Dict[str, Any]:
 
 
 # Stages a `Setting.stage_overrides` entry may name; 'all' is every training
-# run. The OTB evaluations take their tracker's overrides (`plan_runs`).
+# run. The OTB evaluations take their tracker's overrides; the frozen-
+# feature ones without its `trainer.*` keys and checkpoint (`plan_runs`).
 _TRAINING_STAGES = (PRETRAIN, LINEAR_EVAL, AVA, TRACKING)
 OVERRIDE_STAGES = ('all',) + _TRAINING_STAGES
 # Keys the `Setting` fields own even when they leave them unset ('' freezes
@@ -323,7 +326,8 @@ class Setting:
     stage_overrides: (stage, key, value) `--params_override` entries added
       to every run of a stage ('all': every training run, each backbone
       alike), after the benchmark's own. The OTB evaluations take their
-      tracker's. A key the benchmark sets itself (steps, checkpoints, data
+      tracker's (the frozen-feature ones all but its `trainer.*` keys). A
+      key the benchmark sets itself (steps, checkpoints, data
       sizes, the two settings above even when unset), or a key inside or
       above one, is refused (`plan_runs`).
   """
@@ -592,6 +596,7 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
     for backbone in BACKBONES:
       track = next(r for r in runs if r.seed == seed and
                    r.stage == TRACKING and r.backbone == backbone)
+      pre = pretrain_dirs.get(backbone)
       # The tracker must be built exactly as it was trained, so it gets the
       # training run's overrides.
       results_dir = os.path.join(track.model_dir, 'otb_results')
@@ -603,10 +608,6 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
       runs.append(spec(TRACK_EVAL, backbone, EXPERIMENTS[TRACK_EVAL],
                        track.overrides, depends_on=[track.name], argv=argv,
                        model_dir=results_dir))
-    for backbone in BACKBONES:
-      track = next(r for r in runs if r.seed == seed and
-                   r.stage == TRACKING and r.backbone == backbone)
-      pre = pretrain_dirs.get(backbone)
       # The tracker's model (endpoint, evaluation sequences, stage
       # overrides) without its training: no trainer keys, and the weights
       # come from --checkpoint; --seed draws random initialization's.
@@ -714,11 +715,10 @@ def collect_result(spec: RunSpec, result: RunResult,
   if spec.stage in (TRACK_EVAL, TRACK_FROZEN):
     path = os.path.join(spec.model_dir, 'otb_metrics.json')
     otb = _read_json(path)
-    prefix = 'frozen_' if spec.stage == TRACK_FROZEN else ''
-    result.metrics[f'{prefix}tracking_precision'] = _finite(
-        otb.get('precision'), f'{path}:precision')
-    result.metrics[f'{prefix}tracking_success'] = _finite(
-        otb.get('success'), f'{path}:success')
+    for m in METRICS:
+      if m.stage == spec.stage:
+        field = m.source.rsplit(':', 1)[1]  # precision | success
+        result.metrics[m.key] = _finite(otb.get(field), f'{path}:{field}')
     result.metrics['num_sequences'] = float(len(otb.get('per_sequence', {})))
     return
   result.config = read_params(spec.model_dir)

@@ -4,10 +4,11 @@ Pretrains ConST-CL and CVRL on the toy world with the same budget and seed,
 then trains and evaluates a linear probe (classification top-1), the AVA head
 (mAP) and a SiamFC tracker (OTB precision / success AUC) on each of the
 three backbones, and scores each backbone's frozen features as a tracker
-with no tracker training (the same two OTB metrics), every run through `train.py` (and `tools/track.py`) in a
-subprocess. Writes results.md (table), results.json (every run and the
-summary) and results.png (bar chart) into --output_dir. See
-tasks/toy_benchmark.py and the README section "Toy-world benchmark".
+with no tracker training (the same two OTB metrics), every run through
+`train.py` (and `tools/track.py`) in a subprocess. Writes results.md
+(table), results.json (every run and the summary) and results.png (bar
+chart) into --output_dir. See tasks/toy_benchmark.py and the README section
+"Toy-world benchmark".
 
 Usage (from the repo root):
   python tools/toy_benchmark.py --output_dir=/tmp/toy_bench --quick
@@ -78,8 +79,9 @@ _STAGE_OVERRIDE = flags.DEFINE_multi_string(
     'STAGE:key=value, repeatable: a --params_override entry added to every '
     "run of STAGE (pretrain, linear_eval, ava, tracking; 'all': every "
     'training run, each backbone alike; the OTB evaluations take their '
-    "tracker's), after the benchmark's own. Keys the benchmark sets itself "
-    '(and keys inside or above them) are refused before any run; an '
+    "tracker's, the frozen-feature ones without its trainer keys), after "
+    "the benchmark's own. Keys the benchmark sets itself (and keys inside "
+    'or above them) are refused before any run; an '
     'unknown key fails its runs with the config error.')
 _RESUME = flags.DEFINE_bool(
     'resume', False, 'Reuse each run that an earlier invocation with this '

@@ -250,3 +250,46 @@ def test_track_dataset_reuses_one_tracker_with_equal_boxes(tmp_path,
           open(tmp_path / 'one' / 'Toy002.txt').read())
   assert len(open(tmp_path / 'two' / 'Toy002.txt').read().splitlines()) == (
       _SPEC.num_frames)
+
+
+@pytest.mark.parametrize('backbone', ['const_cl', 'cvrl'])
+def test_frozen_feature_tracker_from_a_pretraining_checkpoint(tmp_path,
+                                                              backbone):
+  """The toy benchmark's `track_frozen` model: the pretrained backbone under
+  a SiamFC head at its initial values (CVRL's single res5 read as 5g)."""
+  # pylint: disable=g-import-not-at-top
+  from official.vision.modeling import factory_3d
+  from tasks import pretrain
+  from tasks import toy_benchmark as tb
+  experiment = tb.EXPERIMENTS[(tb.PRETRAIN, backbone)]
+  config = exp_factory.get_exp_config(experiment).task
+  data = config.train_data
+  tf_keras.utils.set_random_seed(3)
+  source = factory_3d.build_model(
+      config.model.model_type,
+      tf_keras.layers.InputSpec(shape=[None] + list(data.feature_shape)),
+      config.model, num_classes=0)
+  source(pretrain.ConstCLPretrainTask.dummy_inputs(data, 2), training=False)
+  tf.train.Checkpoint(**source.checkpoint_items).save(
+      str(tmp_path / 'pre' / 'ckpt'))
+
+  run = next(r for r in tb.plan_runs(str(tmp_path), [0], tb.QUICK_BUDGET)
+             if r.stage == tb.TRACK_FROZEN and r.backbone == backbone)
+  params = hyperparams.override_params_dict(
+      exp_factory.get_exp_config(tb.EXPERIMENTS[tb.TRACK_FROZEN]),
+      tb.format_overrides(run.overrides), is_strict=True)
+  params.validate()
+  tf_keras.utils.set_random_seed(4)  # other draws than the source's
+  model = tracking.build_model_from_config(params.task,
+                                           str(tmp_path / 'pre'))
+  assert params.task.model.feature_endpoint == (
+      '5g' if backbone == 'cvrl' else '5r')
+  want = {v.name: v.numpy() for v in source.backbone.weights}
+  got = {v.name: v.numpy() for v in model.backbone.weights}
+  # Dilation (the tracker's res4/res5) changes no weight shape.
+  assert len(got) == len(want) > 50
+  for (name, a), b in zip(got.items(), want.values()):
+    np.testing.assert_array_equal(a, b, err_msg=name)
+  head = {v.name.split('/')[-1].split(':')[0]: float(v.numpy())
+          for v in model.head.weights}
+  assert head == {'scale': 10.0, 'bias': -5.0}

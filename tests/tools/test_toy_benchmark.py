@@ -486,6 +486,7 @@ def test_parse_stage_override():
       (f'all:{STEM}', 'expected STAGE:key=value'),
       (f'probe:{STEM}=32', "stage 'probe' must be one of .*'linear_eval'"),
       ('track_eval:task.a=1', "stage 'track_eval' must be one of"),
+      ('track_frozen:task.a=1', "stage 'track_frozen' must be one of"),
       (' all:task.a=1', "stage ' all' must be one of"),
       ('all:stem_filters=32', 'dotted config path'),
       ('all:task.a b=1', 'dotted config path'),
@@ -697,8 +698,18 @@ def test_resume_reuses_finished_runs_and_reruns_what_changed(tmp_path):
   assert len(third.report['resumed_runs']) == 11
   assert _metrics(third.report) == _metrics(first.report)
 
+  # The trackers' budget changes the trackers and their OTB evaluations,
+  # not the frozen-feature ones (no trainer keys).
+  budget = tb.dataclasses.replace(tb.QUICK_BUDGET, tracking_steps=12)
+  tracker_runner = StubRunner()
+  tb.run_benchmark(out, seeds=[0], quick=True, budget=budget,
+                   runner=tracker_runner, resume=True)
+  assert tracker_runner.calls == [
+      f'seed0/{stage}/{b}' for stage in ('tracking', 'track_eval')
+      for b in tb.BACKBONES]
+
   # A changed budget changes the AVA command lines only.
-  budget = tb.dataclasses.replace(tb.QUICK_BUDGET, ava_steps=12)
+  budget = tb.dataclasses.replace(budget, ava_steps=12)
   fourth_runner = StubRunner()
   tb.run_benchmark(out, seeds=[0], quick=True, budget=budget,
                    runner=fourth_runner, resume=True)
@@ -871,7 +882,7 @@ def test_failure_is_reported_and_dependents_skipped(tmp_path):
       f'{m}/cvrl' for m in tb.METRIC_KEYS)
   assert len(report['failures']) == 6
   md = (out / 'results.md').read_text()
-  assert '| CVRL | MISSING | MISSING | MISSING | MISSING | MISSING | MISSING |' in md
+  assert '| CVRL |' + ' MISSING |' * 6 in md
   assert 'Traceback: boom' in md and 'FAILED OR SKIPPED RUNS' in md
 
 
@@ -893,6 +904,33 @@ def test_missing_metric_file_fails_the_run(tmp_path):
   assert runs['seed0/ava/random']['status'] == 'failed'
   assert 'ava_eval_results.json: missing' in runs['seed0/ava/random']['error']
   assert result.report['summary']['ava_map']['random']['n'] == 0
+
+
+def test_missing_frozen_tracking_file_fails_only_that_run(tmp_path):
+
+  class NoFrozenJson(StubRunner):
+
+    def __call__(self, spec):
+      rc = super().__call__(spec)
+      if spec.name == 'seed0/track_frozen/const_cl':
+        os.remove(os.path.join(spec.model_dir, 'otb_metrics.json'))
+      return rc
+
+  result = tb.run_benchmark(str(tmp_path), seeds=[0], quick=True,
+                            runner=NoFrozenJson())
+  assert not result.ok
+  runs = {r['name']: r for r in result.report['runs']}
+  run = runs['seed0/track_frozen/const_cl']
+  assert run['status'] == 'failed'
+  assert run['error'] == (
+      'reading results: FileNotFoundError: ' + os.path.join(
+          str(tmp_path), 'runs', 'seed0', 'track_frozen_const_cl',
+          'otb_metrics.json') + ': missing')
+  assert sorted(result.report['missing_metrics']) == [
+      'frozen_tracking_precision/const_cl', 'frozen_tracking_success/const_cl']
+  # The fine-tuned tracker's evaluation of the same backbone is unaffected.
+  assert runs['seed0/track_eval/const_cl']['metrics']['tracking_success'] == (
+      pytest.approx(0.5))
 
 
 def test_stale_ava_results_are_rejected(tmp_path):
