@@ -71,7 +71,8 @@ class SiamFCTracker:
       total_stride: Feature stride of `embed_fn` (search pixels per cell).
       num_scales: Number of search scales (odd).
       scale_step: Ratio between consecutive scales.
-      scale_penalty: Multiplier on the responses of non-central scales.
+      scale_penalty: Multiplier on the responses of non-central scales
+        (divisor where they are negative).
       scale_lr: Damping of the scale update (0 keeps the size fixed).
       window_influence: Weight of the cosine window in the final response.
       response_up: Upsampling factor of the response (bicubic).
@@ -175,8 +176,13 @@ class SiamFCTracker:
         cv2.resize(r.astype(np.float32), (up_w, up),
                    interpolation=cv2.INTER_CUBIC) for r in responses])
     half = self.num_scales // 2
-    responses[:half] *= self.scale_penalty
-    responses[half + 1:] *= self.scale_penalty
+    # SiamFC multiplies the other scales' responses by the penalty (< 1). A
+    # head with a bias can respond below 0, where a product would raise the
+    # response: there it divides, so another scale always loses.
+    side = np.arange(self.num_scales) != half
+    responses[side] = np.where(responses[side] > 0,
+                               responses[side] * self.scale_penalty,
+                               responses[side] / self.scale_penalty)
     scale_id = int(np.argmax(responses.reshape(self.num_scales, -1).max(1)))
 
     response = responses[scale_id].astype(np.float64)

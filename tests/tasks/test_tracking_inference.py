@@ -141,3 +141,38 @@ def test_tracker_errors():
     tracker.init([frame] * 5, [1, 1, 0, 10])
   with pytest.raises(ValueError, match='odd'):
     tracking_inference.SiamFCTracker(_pooled_pixels, num_scales=2)
+
+
+@pytest.mark.parametrize('offsets, want_scale_id', [
+    # Positive responses: SiamFC's product. 1.01 * 0.9745 = 0.984 < 1.
+    ((1.01, 1.0, 1.01), 1),
+    # 1.03 * 0.9745 = 1.0037 > 1: the larger side response still wins.
+    ((1.0, 1.0, 1.03), 2),
+    # Negative responses: a product would give -1.01 * 0.9745 = -0.984 >
+    # -1.0 and pick a side scale; the division gives -1.036.
+    ((-1.01, -1.0, -1.01), 1),
+    ((-1.0, -1.0, -0.97), 2),  # -0.97 / 0.9745 = -0.9954 > -1.0
+])
+def test_scale_penalty_lowers_side_scales_of_either_sign(offsets,
+                                                         want_scale_id):
+  frame = np.full((64, 64, 3), 0.1, np.float32)
+  frame[24:40, 20:36] = 1.0
+
+  def response_fn(kernel, feats):
+    # One peak at the centre per scale, its height the scale's offset.
+    r = feats.shape[1] - kernel.shape[1] + 1
+    yy, xx = np.mgrid[:r, :r] - (r - 1) / 2
+    bump = -0.05 * (yy ** 2 + xx ** 2)
+    return np.stack([bump + o for o in offsets]).astype(np.float32)
+
+  tracker = tracking_inference.SiamFCTracker(
+      _pooled_pixels, exemplar_size=63, search_size=127,
+      total_stride=_STRIDE, response_fn=response_fn)
+  tracker.init([frame] * 5, [20, 24, 16, 16])
+  box = tracker.update([frame] * 5)
+  # The chosen scale sets the new size: (1 - lr) + lr * factor.
+  factor = tracker.scale_factors[want_scale_id]
+  size = 16 * ((1 - tracker.scale_lr) + tracker.scale_lr * factor)
+  np.testing.assert_allclose(box[2:], [size, size], rtol=1e-6)
+  # Centre unmoved, up to the half cell of the even upsampled grid.
+  np.testing.assert_allclose(box[:2] + box[2:] / 2, [28, 32], atol=0.2)
