@@ -886,19 +886,27 @@ def test_failure_is_reported_and_dependents_skipped(tmp_path):
   assert 'Traceback: boom' in md and 'FAILED OR SKIPPED RUNS' in md
 
 
+class _Removing(StubRunner):
+  """Exit code 0, but the runs `which(spec)` selects lose `filename`."""
+
+  def __init__(self, which, filename):
+    super().__init__()
+    self.which, self.filename = which, filename
+
+  def __call__(self, spec):
+    rc = super().__call__(spec)
+    if self.which(spec):
+      os.remove(os.path.join(spec.model_dir, self.filename))
+    return rc
+
+
 def test_missing_metric_file_fails_the_run(tmp_path):
   """Exit code 0 but no ava_eval_results.json: the run is failed, not 0."""
 
-  class NoAvaJson(StubRunner):
-
-    def __call__(self, spec):
-      rc = super().__call__(spec)
-      if spec.stage == tb.AVA:
-        os.remove(os.path.join(spec.model_dir, 'ava_eval_results.json'))
-      return rc
-
-  result = tb.run_benchmark(str(tmp_path), seeds=[0], quick=True,
-                            runner=NoAvaJson())
+  result = tb.run_benchmark(
+      str(tmp_path), seeds=[0], quick=True,
+      runner=_Removing(lambda spec: spec.stage == tb.AVA,
+                       'ava_eval_results.json'))
   assert not result.ok
   runs = {r['name']: r for r in result.report['runs']}
   assert runs['seed0/ava/random']['status'] == 'failed'
@@ -908,16 +916,11 @@ def test_missing_metric_file_fails_the_run(tmp_path):
 
 def test_missing_frozen_tracking_file_fails_only_that_run(tmp_path):
 
-  class NoFrozenJson(StubRunner):
-
-    def __call__(self, spec):
-      rc = super().__call__(spec)
-      if spec.name == 'seed0/track_frozen/const_cl':
-        os.remove(os.path.join(spec.model_dir, 'otb_metrics.json'))
-      return rc
-
-  result = tb.run_benchmark(str(tmp_path), seeds=[0], quick=True,
-                            runner=NoFrozenJson())
+  result = tb.run_benchmark(
+      str(tmp_path), seeds=[0], quick=True,
+      runner=_Removing(
+          lambda spec: spec.name == 'seed0/track_frozen/const_cl',
+          'otb_metrics.json'))
   assert not result.ok
   runs = {r['name']: r for r in result.report['runs']}
   run = runs['seed0/track_frozen/const_cl']
