@@ -206,6 +206,9 @@ def validate_tracking_task(task: SiamFCTrackingTask) -> None:
   if task.tracker.num_scales < 1 or task.tracker.num_scales % 2 == 0:
     raise ValueError(f'task.tracker.num_scales must be odd and >= 1, got '
                      f'{task.tracker.num_scales}')
+  if not 0 < task.tracker.scale_penalty <= 1:
+    raise ValueError(f'task.tracker.scale_penalty must be in (0, 1], got '
+                     f'{task.tracker.scale_penalty}')
   for data_name in ('train_data', 'validation_data'):
     data = getattr(task, data_name)
     if data.pairs_per_epoch < 0:

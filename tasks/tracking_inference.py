@@ -71,8 +71,9 @@ class SiamFCTracker:
       total_stride: Feature stride of `embed_fn` (search pixels per cell).
       num_scales: Number of search scales (odd).
       scale_step: Ratio between consecutive scales.
-      scale_penalty: Multiplier on the responses of non-central scales
-        (divisor where they are negative).
+      scale_penalty: In (0, 1]: multiplier on the peak responses of the
+        non-central scales (divisor where they are negative), which decide
+        the scale.
       scale_lr: Damping of the scale update (0 keeps the size fixed).
       window_influence: Weight of the cosine window in the final response.
       response_up: Upsampling factor of the response (bicubic).
@@ -84,11 +85,14 @@ class SiamFCTracker:
         the frame).
       response_fn: Optional `(exemplar_feat [1, hz, wz, C], search_feat
         [N, hx, wx, C]) -> [N, ho, wo(, 1)]`, e.g. a trained `SiamFCHead`
-        (its bias matters because the scale penalty multiplies responses).
+        (its bias matters: the scale penalty multiplies positive peaks and
+        divides negative ones).
         Default: the plain cross-correlation.
     """
     if num_scales < 1 or num_scales % 2 == 0:
       raise ValueError(f'num_scales must be odd and >= 1, got {num_scales}')
+    if not 0 < scale_penalty <= 1:
+      raise ValueError(f'scale_penalty must be in (0, 1], got {scale_penalty}')
     self.embed_fn = embed_fn
     self.exemplar_size = exemplar_size
     self.search_size = search_size
@@ -175,15 +179,18 @@ class SiamFCTracker:
     responses = np.stack([
         cv2.resize(r.astype(np.float32), (up_w, up),
                    interpolation=cv2.INTER_CUBIC) for r in responses])
-    half = self.num_scales // 2
-    # SiamFC multiplies the other scales' responses by the penalty (< 1). A
-    # head with a bias can respond below 0, where a product would raise the
-    # response: there it divides, so another scale always loses.
-    side = np.arange(self.num_scales) != half
-    responses[side] = np.where(responses[side] > 0,
-                               responses[side] * self.scale_penalty,
-                               responses[side] / self.scale_penalty)
-    scale_id = int(np.argmax(responses.reshape(self.num_scales, -1).max(1)))
+    # SiamFC multiplies the other scales' responses by the penalty (<= 1)
+    # and takes the scale of the highest peak. A head with a bias can
+    # respond below 0, where the product would raise a peak: there it
+    # divides, so another scale always loses. The penalty only picks the
+    # scale; the peak is found on that scale's own response (a factor
+    # cancels in its normalization below).
+    peaks = responses.reshape(self.num_scales, -1).max(1)
+    side = np.arange(self.num_scales) != self.num_scales // 2
+    peaks[side] = np.where(peaks[side] > 0,
+                           peaks[side] * self.scale_penalty,
+                           peaks[side] / self.scale_penalty)
+    scale_id = int(np.argmax(peaks))
 
     response = responses[scale_id].astype(np.float64)
     response -= response.min()

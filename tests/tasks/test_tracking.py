@@ -64,6 +64,7 @@ def test_experiments_validate_with_spec_settings():
     ({'model': {'crops': {'context_frames': 1}}}, 'temporal stride'),
     ({'model': {'backbone': {'resnet_3d_y': {'dilate_res4_res5': False}}}},
      'dilate_res4_res5'),
+    ({'tracker': {'scale_penalty': 1.2}}, r'scale_penalty must be in'),
 ])
 def test_bad_configs_are_errors(override, match):
   params = exp_factory.get_exp_config('const_cl_tracking_toy')

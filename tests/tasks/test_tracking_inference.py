@@ -141,6 +141,9 @@ def test_tracker_errors():
     tracker.init([frame] * 5, [1, 1, 0, 10])
   with pytest.raises(ValueError, match='odd'):
     tracking_inference.SiamFCTracker(_pooled_pixels, num_scales=2)
+  for penalty in (0.0, 1.5):
+    with pytest.raises(ValueError, match=r'scale_penalty must be in \(0, 1\]'):
+      tracking_inference.SiamFCTracker(_pooled_pixels, scale_penalty=penalty)
 
 
 @pytest.mark.parametrize('offsets, want_scale_id', [
@@ -176,3 +179,31 @@ def test_scale_penalty_lowers_side_scales_of_either_sign(offsets,
   np.testing.assert_allclose(box[2:], [size, size], rtol=1e-6)
   # Centre unmoved, up to the half cell of the even upsampled grid.
   np.testing.assert_allclose(box[:2] + box[2:] / 2, [28, 32], atol=0.2)
+
+
+def test_scale_penalty_picks_the_scale_not_the_peak():
+  """A side scale that wins for any penalty: the box centre does not depend
+  on the penalty, even where the response crosses 0."""
+  frame = np.full((64, 64, 3), 0.1, np.float32)
+  frame[24:40, 20:36] = 1.0
+
+  def response_fn(kernel, feats):
+    r = feats.shape[1] - kernel.shape[1] + 1
+    yy, xx = np.mgrid[:r, :r] - (r - 1) / 2
+    # Peak 2 cells right, 1 down of the centre; the map crosses 0 there.
+    bump = 1.0 - 0.3 * ((yy - 1) ** 2 + (xx - 2) ** 2)
+    return np.stack([bump, bump - 1.5, bump - 1.5]).astype(np.float32)
+
+  boxes = []
+  for penalty in (0.9745, 0.5, 1.0):
+    tracker = tracking_inference.SiamFCTracker(
+        _pooled_pixels, exemplar_size=63, search_size=127,
+        total_stride=_STRIDE, response_fn=response_fn, scale_penalty=penalty)
+    tracker.init([frame] * 5, [20, 24, 16, 16])
+    boxes.append(tracker.update([frame] * 5))
+  np.testing.assert_array_equal(boxes[1], boxes[0])
+  np.testing.assert_array_equal(boxes[2], boxes[0])
+  # Scale 0 (smaller) was chosen, and the centre moved right and down.
+  assert boxes[0][2] < 16
+  centre = boxes[0][:2] + boxes[0][2:] / 2
+  assert centre[0] > 28.5 and centre[1] > 32.2
