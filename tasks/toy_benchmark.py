@@ -529,6 +529,17 @@ def _train_argv(experiment: str, model_dir: str, overrides, seed: int,
           f'--seed={seed}']
 
 
+def _track_argv(stage: str, overrides, checkpoint: str, results_dir: str,
+                python: str, seed: Optional[int] = None) -> List[str]:
+  """`tools/track.py --evaluate` of an OTB evaluation stage."""
+  return [python, os.path.join(REPO_ROOT, 'tools', 'track.py'),
+          f'--experiment={EXPERIMENTS[stage]}',
+          f'--params_override={format_overrides(overrides)}',
+          f'--checkpoint={checkpoint}'] + (
+              [] if seed is None else [f'--seed={seed}']) + [
+                  f'--results_dir={results_dir}', '--evaluate']
+
+
 def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
               python: str = sys.executable,
               setting: Setting = Setting()) -> List[RunSpec]:
@@ -570,7 +581,7 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
                      log_path=os.path.join(root, f'{stage}_{backbone}.log'),
                      depends_on=list(depends_on))
 
-    pretrain_dirs = {}
+    pretrain_dirs, trackers = {}, {}
     for backbone in ('cvrl', 'const_cl'):
       overrides = dict(pretrain_setting)
       overrides.update(trainer_overrides(PRETRAIN, budget.pretrain_steps))
@@ -593,18 +604,16 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
         runs.append(spec(stage, backbone, EXPERIMENTS[stage],
                          with_stage_overrides(stage, overrides),
                          depends_on=[pre.name] if pre else []))
+        if stage == TRACKING:
+          trackers[backbone] = runs[-1]
     for backbone in BACKBONES:
-      track = next(r for r in runs if r.seed == seed and
-                   r.stage == TRACKING and r.backbone == backbone)
+      track = trackers[backbone]
       pre = pretrain_dirs.get(backbone)
       # The tracker must be built exactly as it was trained, so it gets the
       # training run's overrides.
       results_dir = os.path.join(track.model_dir, 'otb_results')
-      argv = [python, os.path.join(REPO_ROOT, 'tools', 'track.py'),
-              f'--experiment={EXPERIMENTS[TRACK_EVAL]}',
-              f'--params_override={format_overrides(track.overrides)}',
-              f'--checkpoint={track.model_dir}',
-              f'--results_dir={results_dir}', '--evaluate']
+      argv = _track_argv(TRACK_EVAL, track.overrides, track.model_dir,
+                         results_dir, python)
       runs.append(spec(TRACK_EVAL, backbone, EXPERIMENTS[TRACK_EVAL],
                        track.overrides, depends_on=[track.name], argv=argv,
                        model_dir=results_dir))
@@ -615,12 +624,9 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
                    if not k.startswith('trainer.') and
                    k != 'task.init_checkpoint'}
       results_dir = os.path.join(root, f'{TRACK_FROZEN}_{backbone}')
-      argv = [python, os.path.join(REPO_ROOT, 'tools', 'track.py'),
-              f'--experiment={EXPERIMENTS[TRACK_FROZEN]}',
-              f'--params_override={format_overrides(overrides)}',
-              f'--checkpoint={pre.model_dir if pre else ""}',
-              f'--seed={seed}', f'--results_dir={results_dir}',
-              '--evaluate']
+      argv = _track_argv(TRACK_FROZEN, overrides,
+                         pre.model_dir if pre else '', results_dir, python,
+                         seed=seed)
       runs.append(spec(TRACK_FROZEN, backbone, EXPERIMENTS[TRACK_FROZEN],
                        overrides, depends_on=[pre.name] if pre else [],
                        argv=argv, model_dir=results_dir))

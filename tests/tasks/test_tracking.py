@@ -259,18 +259,11 @@ def test_frozen_feature_tracker_from_a_pretraining_checkpoint(tmp_path,
   """The toy benchmark's `track_frozen` model: the pretrained backbone under
   a SiamFC head at its initial values (CVRL's single res5 read as 5g)."""
   # pylint: disable=g-import-not-at-top
-  from official.vision.modeling import factory_3d
-  from tasks import pretrain
+  from tasks import features
   from tasks import toy_benchmark as tb
-  experiment = tb.EXPERIMENTS[(tb.PRETRAIN, backbone)]
-  config = exp_factory.get_exp_config(experiment).task
-  data = config.train_data
   tf_keras.utils.set_random_seed(3)
-  source = factory_3d.build_model(
-      config.model.model_type,
-      tf_keras.layers.InputSpec(shape=[None] + list(data.feature_shape)),
-      config.model, num_classes=0)
-  source(pretrain.ConstCLPretrainTask.dummy_inputs(data, 2), training=False)
+  source = features.build_pretrain_model(exp_factory.get_exp_config(
+      tb.EXPERIMENTS[(tb.PRETRAIN, backbone)]))
   tf.train.Checkpoint(**source.checkpoint_items).save(
       str(tmp_path / 'pre' / 'ckpt'))
 

@@ -146,6 +146,24 @@ def test_tracker_errors():
       tracking_inference.SiamFCTracker(_pooled_pixels, scale_penalty=penalty)
 
 
+def _update_with_responses(maps_fn, **tracker_kwargs):
+  """One update of a tracker whose response is `maps_fn(yy, xx)` ([S, r, r]
+  from the offsets of the response cells to the centre); (tracker, box)."""
+  frame = np.full((64, 64, 3), 0.1, np.float32)
+  frame[24:40, 20:36] = 1.0
+
+  def response_fn(kernel, feats):
+    r = feats.shape[1] - kernel.shape[1] + 1
+    yy, xx = np.mgrid[:r, :r] - (r - 1) / 2
+    return np.asarray(maps_fn(yy, xx), np.float32)
+
+  tracker = tracking_inference.SiamFCTracker(
+      _pooled_pixels, exemplar_size=63, search_size=127,
+      total_stride=_STRIDE, response_fn=response_fn, **tracker_kwargs)
+  tracker.init([frame] * 5, [20, 24, 16, 16])
+  return tracker, tracker.update([frame] * 5)
+
+
 @pytest.mark.parametrize('offsets, want_scale_id', [
     # Positive responses: SiamFC's product. 1.01 * 0.9745 = 0.984 < 1.
     ((1.01, 1.0, 1.01), 1),
@@ -158,21 +176,9 @@ def test_tracker_errors():
 ])
 def test_scale_penalty_lowers_side_scales_of_either_sign(offsets,
                                                          want_scale_id):
-  frame = np.full((64, 64, 3), 0.1, np.float32)
-  frame[24:40, 20:36] = 1.0
-
-  def response_fn(kernel, feats):
-    # One peak at the centre per scale, its height the scale's offset.
-    r = feats.shape[1] - kernel.shape[1] + 1
-    yy, xx = np.mgrid[:r, :r] - (r - 1) / 2
-    bump = -0.05 * (yy ** 2 + xx ** 2)
-    return np.stack([bump + o for o in offsets]).astype(np.float32)
-
-  tracker = tracking_inference.SiamFCTracker(
-      _pooled_pixels, exemplar_size=63, search_size=127,
-      total_stride=_STRIDE, response_fn=response_fn)
-  tracker.init([frame] * 5, [20, 24, 16, 16])
-  box = tracker.update([frame] * 5)
+  # One peak at the centre per scale, its height the scale's offset.
+  tracker, box = _update_with_responses(
+      lambda yy, xx: [-0.05 * (yy ** 2 + xx ** 2) + o for o in offsets])
   # The chosen scale sets the new size: (1 - lr) + lr * factor.
   factor = tracker.scale_factors[want_scale_id]
   size = 16 * ((1 - tracker.scale_lr) + tracker.scale_lr * factor)
@@ -184,23 +190,13 @@ def test_scale_penalty_lowers_side_scales_of_either_sign(offsets,
 def test_scale_penalty_picks_the_scale_not_the_peak():
   """A side scale that wins for any penalty: the box centre does not depend
   on the penalty, even where the response crosses 0."""
-  frame = np.full((64, 64, 3), 0.1, np.float32)
-  frame[24:40, 20:36] = 1.0
-
-  def response_fn(kernel, feats):
-    r = feats.shape[1] - kernel.shape[1] + 1
-    yy, xx = np.mgrid[:r, :r] - (r - 1) / 2
+  def maps(yy, xx):
     # Peak 2 cells right, 1 down of the centre; the map crosses 0 there.
     bump = 1.0 - 0.3 * ((yy - 1) ** 2 + (xx - 2) ** 2)
-    return np.stack([bump, bump - 1.5, bump - 1.5]).astype(np.float32)
+    return [bump, bump - 1.5, bump - 1.5]
 
-  boxes = []
-  for penalty in (0.9745, 0.5, 1.0):
-    tracker = tracking_inference.SiamFCTracker(
-        _pooled_pixels, exemplar_size=63, search_size=127,
-        total_stride=_STRIDE, response_fn=response_fn, scale_penalty=penalty)
-    tracker.init([frame] * 5, [20, 24, 16, 16])
-    boxes.append(tracker.update([frame] * 5))
+  boxes = [_update_with_responses(maps, scale_penalty=penalty)[1]
+           for penalty in (0.9745, 0.5, 1.0)]
   np.testing.assert_array_equal(boxes[1], boxes[0])
   np.testing.assert_array_equal(boxes[2], boxes[0])
   # Scale 0 (smaller) was chosen, and the centre moved right and down.
