@@ -109,7 +109,8 @@ class Metric:
   key: str
   label: str
   stage: str  # the stage whose run produces it
-  source: str  # where it is read from (for the report)
+  source: str  # where it is read from, in the run's folder
+  field: str = ''  # the key in an OTB run's otb_metrics.json
 
 
 METRICS = (
@@ -117,14 +118,13 @@ METRICS = (
            'validation/video_top_1_accuracy'),
     Metric('ava_map', 'AVA mAP', AVA, 'ava_eval_results.json:mAP'),
     Metric('tracking_precision', 'OTB precision@20px', TRACK_EVAL,
-           'otb_metrics.json:precision'),
+           'otb_metrics.json:precision', 'precision'),
     Metric('tracking_success', 'OTB success AUC', TRACK_EVAL,
-           'otb_metrics.json:success'),
+           'otb_metrics.json:success', 'success'),
     Metric('frozen_tracking_precision', 'Frozen OTB precision@20px',
-           TRACK_FROZEN,
-           'track_frozen_<backbone>/otb_metrics.json:precision'),
+           TRACK_FROZEN, 'otb_metrics.json:precision', 'precision'),
     Metric('frozen_tracking_success', 'Frozen OTB success AUC', TRACK_FROZEN,
-           'track_frozen_<backbone>/otb_metrics.json:success'),
+           'otb_metrics.json:success', 'success'),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 
@@ -723,8 +723,8 @@ def collect_result(spec: RunSpec, result: RunResult,
     otb = _read_json(path)
     for m in METRICS:
       if m.stage == spec.stage:
-        field = m.source.rsplit(':', 1)[1]  # precision | success
-        result.metrics[m.key] = _finite(otb.get(field), f'{path}:{field}')
+        result.metrics[m.key] = _finite(otb.get(m.field),
+                                        f'{path}:{m.field}')
     result.metrics['num_sequences'] = float(len(otb.get('per_sequence', {})))
     return
   result.config = read_params(spec.model_dir)

@@ -936,6 +936,38 @@ def test_missing_frozen_tracking_file_fails_only_that_run(tmp_path):
       pytest.approx(0.5))
 
 
+class _DroppingField(StubRunner):
+  """The track_eval run of `name` writes otb_metrics.json without `field`."""
+
+  def __init__(self, name, field):
+    super().__init__()
+    self.name, self.field = name, field
+
+  def __call__(self, spec):
+    rc = super().__call__(spec)
+    if spec.name == self.name:
+      path = os.path.join(spec.model_dir, 'otb_metrics.json')
+      with open(path) as f:
+        otb = json.load(f)
+      del otb[self.field]
+      with open(path, 'w') as f:
+        json.dump(otb, f)
+    return rc
+
+
+def test_otb_metric_without_its_field_names_the_file_and_field(tmp_path):
+  result = tb.run_benchmark(
+      str(tmp_path), seeds=[0], quick=True,
+      runner=_DroppingField('seed0/track_eval/cvrl', 'success'))
+  runs = {r['name']: r for r in result.report['runs']}
+  assert runs['seed0/track_eval/cvrl']['error'] == (
+      'reading results: ValueError: ' + os.path.join(
+          str(tmp_path), 'runs', 'seed0', 'tracking_cvrl', 'otb_results',
+          'otb_metrics.json') + ':success: not a number: None')
+  assert [m.field for m in tb.METRICS if m.stage in (
+      tb.TRACK_EVAL, tb.TRACK_FROZEN)] == ['precision', 'success'] * 2
+
+
 def test_stale_ava_results_are_rejected(tmp_path):
 
   class StaleAva(StubRunner):
