@@ -77,6 +77,24 @@ def test_validate_names_the_bad_field():
     config.validate()
 
 
+def test_feature_endpoint_override_as_a_number_reads_res4():
+  # `--params_override=task.model.feature_endpoint=4` parses to the int 4.
+  config = exp_factory.get_exp_config('const_cl_ava_toy')
+  config = hyperparams.override_params_dict(
+      config, 'task.model.feature_endpoint=4', is_strict=True)
+  assert config.task.model.feature_endpoint == 4
+  config.validate()
+  model = action_localization.ActionLocalizationTask(config.task).build_model()
+  frames = tf.zeros([1] + list(config.task.train_data.feature_shape))
+  res4 = model.backbone(frames, training=False)['4']
+  out = model({'image': frames, 'boxes': tf.constant([[[0.1, 0.1, 0.6, 0.6]]])})
+  assert out['logits'].shape == (1, 1, al_cfg.TOY_NUM_CLASSES)
+  # The head's query projection reads res4's channels, not res5r's.
+  head = model.checkpoint_items['head']
+  assert head._query_projection.kernel.shape[0] == res4.shape[-1]
+  assert res4.shape[-1] != model.backbone(frames)['5r'].shape[-1]
+
+
 def test_detection_rows_map_boxes_back_to_original_xy_order():
   rows = action_localization.detection_rows(
       video_ids=[b'v1', 'v2'], timestamps=np.array([902.0, 903.0]),
