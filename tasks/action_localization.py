@@ -39,6 +39,7 @@ from dataloaders import example_seeds
 from dataloaders import toy_world
 from dataloaders.converters import ava as ava_converter
 from modeling import action_localization_model  # pylint: disable=unused-import
+from modeling.backbones import branch_loading
 from modeling.heads import action_transformer
 from tasks import pretrain
 from tasks.evaluation import ava as ava_eval
@@ -236,15 +237,10 @@ class ActionLocalizationTask(base_task.Task):
 
   def initialize(self, model: tf_keras.Model):
     """Loads `init_checkpoint`: the backbone only, or backbone and head."""
-    path = self.task_config.init_checkpoint
-    if not path:
+    if not self.task_config.init_checkpoint:
       return
-    if tf.io.gfile.isdir(path):
-      path = tf.train.latest_checkpoint(path)
-    if not path:
-      raise ValueError(f'task.init_checkpoint='
-                       f'{self.task_config.init_checkpoint!r} holds no '
-                       'checkpoint')
+    path = branch_loading.resolve_checkpoint_path(
+        self.task_config.init_checkpoint)
     if self.task_config.init_checkpoint_modules == 'backbone':
       ckpt = tf.train.Checkpoint(backbone=model.backbone)
     else:

@@ -262,22 +262,18 @@ class ConstCLPretrainTask(base_task.Task):
     }
 
   def initialize(self, model: tf_keras.Model):
-    """Loads `init_checkpoint` (the backbone only, or everything)."""
-    path = self.task_config.init_checkpoint
-    if not path:
+    """Loads the backbone of `init_checkpoint` (a model dir or prefix).
+
+    The heads start fresh: `model.checkpoint_items` is the backbone, which
+    is what every ConST-CL, CVRL or reset checkpoint holds.
+    """
+    if not self.task_config.init_checkpoint:
       return
-    if tf.io.gfile.isdir(path):
-      path = tf.train.latest_checkpoint(path)
-    if not path:
-      raise ValueError(f'task.init_checkpoint={self.task_config.init_checkpoint!r} '
-                       'holds no checkpoint')
-    modules = self.task_config.init_checkpoint_modules
-    if modules == 'backbone':
-      ckpt = tf.train.Checkpoint(backbone=model.backbone)
-    else:
-      ckpt = tf.train.Checkpoint(**model.checkpoint_items)
-    ckpt.read(path).expect_partial().assert_existing_objects_matched()
-    logging.info('Initialized from %s (%s)', path, modules)
+    path = branch_loading.resolve_checkpoint_path(
+        self.task_config.init_checkpoint)
+    tf.train.Checkpoint(backbone=model.backbone).read(
+        path).expect_partial().assert_existing_objects_matched()
+    logging.info('Initialized the backbone from %s', path)
 
   def build_inputs(self, params: exp_cfg.DataConfig,
                    input_context: Optional[tf.distribute.InputContext] = None

@@ -40,6 +40,7 @@ from dataloaders import siamfc_pairs
 from dataloaders import toy_world
 from dataloaders import tracking_readers
 from modeling import tracking_model
+from modeling.backbones import branch_loading
 from modeling.heads import siamfc
 from tasks import tracking_inference
 from tasks.evaluation import otb
@@ -219,13 +220,10 @@ class SiamFCTrackingTask(base_task.Task):
 
   def initialize(self, model: tf_keras.Model):
     """Loads `init_checkpoint`: the backbone only, or every tracking item."""
-    path = self.task_config.init_checkpoint
-    if not path:
+    if not self.task_config.init_checkpoint:
       return
-    resolved = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(
-        path) else path
-    if not resolved:
-      raise ValueError(f'task.init_checkpoint={path!r} holds no checkpoint')
+    resolved = branch_loading.resolve_checkpoint_path(
+        self.task_config.init_checkpoint)
     if self.task_config.init_checkpoint_modules == 'backbone':
       ckpt = tf.train.Checkpoint(backbone=model.backbone)
     else:
@@ -439,13 +437,16 @@ def evaluate_tracker_on_otb(model: tracking_model.SiamFCTrackingModel,
 
 
 def build_model_from_config(params: exp_cfg.SiamFCTrackingTask,
-                            checkpoint: Optional[str] = None
+                            checkpoint: Optional[str] = None,
+                            field: str = 'checkpoint'
                             ) -> tracking_model.SiamFCTrackingModel:
   """Builds the task's model and restores `checkpoint` (file or folder).
 
   A fine-tuned tracking checkpoint restores every item; a pretraining
   checkpoint (no SiamFC head) restores the backbone and leaves the head at
   its initial values, with a warning. None keeps the random initialization.
+  A path with no checkpoint raises a ValueError naming `field` (the flag or
+  config field that gave it).
   """
   task = SiamFCTrackingTask(params)
   model = task.build_model()
@@ -453,10 +454,7 @@ def build_model_from_config(params: exp_cfg.SiamFCTrackingTask,
     logging.warning('no checkpoint: tracking with a randomly initialized '
                     'model')
     return model
-  path = tf.train.latest_checkpoint(checkpoint) if tf.io.gfile.isdir(
-      checkpoint) else checkpoint
-  if not path:
-    raise ValueError(f'checkpoint {checkpoint!r} holds no checkpoint')
+  path = branch_loading.resolve_checkpoint_path(checkpoint, field)
   names = {name.split('/')[0] for name, _ in tf.train.list_variables(path)}
   if 'backbone' not in names:
     raise ValueError(f'checkpoint {path} has no `backbone` item (top-level '

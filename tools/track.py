@@ -101,7 +101,8 @@ def main(argv):
                          '(with --dataset_dir or the experiment eval_dir)')
   if _SEED.value is not None:
     tf_keras.utils.set_random_seed(_SEED.value)
-  model = tracking.build_model_from_config(params.task, _CHECKPOINT.value)
+  model = tracking.build_model_from_config(params.task, _CHECKPOINT.value,
+                                           '--checkpoint')
   tracker_kwargs = tracking.tracker_kwargs_from_config(params.task)
 
   if _SEQUENCE_DIR.value:

@@ -51,7 +51,7 @@ def resolve_checkpoint_path(path: str, field: str = 'task.init_checkpoint'
     ValueError: naming `field` and `path` when there is no checkpoint there.
   """
   if not path:
-    raise ValueError(f'{field} is empty: expected a pretraining model dir or '
+    raise ValueError(f'{field} is empty: expected a model dir or a '
                      'checkpoint prefix')
   if tf.io.gfile.isdir(path):
     latest = tf.train.latest_checkpoint(path)
@@ -59,12 +59,12 @@ def resolve_checkpoint_path(path: str, field: str = 'task.init_checkpoint'
       raise ValueError(
           f'{field}={path!r} is a directory without a checkpoint (no '
           '"checkpoint" index file naming a ckpt-N): expected the model dir '
-          'of a ConST-CL/CVRL pretraining run')
+          'of a training run')
     return latest
   if not tf.io.gfile.exists(path + '.index'):
     raise ValueError(
-        f'{field}={path!r} does not exist: expected a pretraining model dir '
-        f'or a checkpoint prefix with {path}.index beside it')
+        f'{field}={path!r} does not exist: expected a model dir or a '
+        f'checkpoint prefix with {path}.index beside it')
   return path
 
 
