@@ -886,18 +886,24 @@ def test_failure_is_reported_and_dependents_skipped(tmp_path):
   assert 'Traceback: boom' in md and 'FAILED OR SKIPPED RUNS' in md
 
 
-class _Removing(StubRunner):
-  """Exit code 0, but the runs `which(spec)` selects lose `filename`."""
+class _Editing(StubRunner):
+  """Exit code 0, but `edit(path)` changes `filename` in the runs `which`
+  selects after they wrote it."""
 
-  def __init__(self, which, filename):
+  def __init__(self, which, filename, edit):
     super().__init__()
-    self.which, self.filename = which, filename
+    self.which, self.filename, self.edit = which, filename, edit
 
   def __call__(self, spec):
     rc = super().__call__(spec)
     if self.which(spec):
-      os.remove(os.path.join(spec.model_dir, self.filename))
+      self.edit(os.path.join(spec.model_dir, self.filename))
     return rc
+
+
+def _removing(which, filename):
+  """Exit code 0, but the runs `which(spec)` selects lose `filename`."""
+  return _Editing(which, filename, os.remove)
 
 
 def test_missing_metric_file_fails_the_run(tmp_path):
@@ -905,7 +911,7 @@ def test_missing_metric_file_fails_the_run(tmp_path):
 
   result = tb.run_benchmark(
       str(tmp_path), seeds=[0], quick=True,
-      runner=_Removing(lambda spec: spec.stage == tb.AVA,
+      runner=_removing(lambda spec: spec.stage == tb.AVA,
                        'ava_eval_results.json'))
   assert not result.ok
   runs = {r['name']: r for r in result.report['runs']}
@@ -918,7 +924,7 @@ def test_missing_frozen_tracking_file_fails_only_that_run(tmp_path):
 
   result = tb.run_benchmark(
       str(tmp_path), seeds=[0], quick=True,
-      runner=_Removing(
+      runner=_removing(
           lambda spec: spec.name == 'seed0/track_frozen/const_cl',
           'otb_metrics.json'))
   assert not result.ok
@@ -936,29 +942,19 @@ def test_missing_frozen_tracking_file_fails_only_that_run(tmp_path):
       pytest.approx(0.5))
 
 
-class _DroppingField(StubRunner):
-  """The track_eval run of `name` writes otb_metrics.json without `field`."""
-
-  def __init__(self, name, field):
-    super().__init__()
-    self.name, self.field = name, field
-
-  def __call__(self, spec):
-    rc = super().__call__(spec)
-    if spec.name == self.name:
-      path = os.path.join(spec.model_dir, 'otb_metrics.json')
-      with open(path) as f:
-        otb = json.load(f)
-      del otb[self.field]
-      with open(path, 'w') as f:
-        json.dump(otb, f)
-    return rc
+def _drop_success(path):
+  with open(path) as f:
+    otb = json.load(f)
+  del otb['success']
+  with open(path, 'w') as f:
+    json.dump(otb, f)
 
 
 def test_otb_metric_without_its_field_names_the_file_and_field(tmp_path):
   result = tb.run_benchmark(
       str(tmp_path), seeds=[0], quick=True,
-      runner=_DroppingField('seed0/track_eval/cvrl', 'success'))
+      runner=_Editing(lambda spec: spec.name == 'seed0/track_eval/cvrl',
+                      'otb_metrics.json', _drop_success))
   runs = {r['name']: r for r in result.report['runs']}
   assert runs['seed0/track_eval/cvrl']['error'] == (
       'reading results: ValueError: ' + os.path.join(
