@@ -164,7 +164,8 @@ def validate_classification_task(task: VideoClassificationTask) -> None:
                        'is single-label (softmax)')
     if not data.one_hot:
       raise ValueError(f'task.{name}.one_hot must be True')
-    if data.toy_world_split not in ('', 'train', 'validation'):
+    # `--params_override=...toy_world_split=` parses to None: same as ''.
+    if data.toy_world_split not in ('', None, 'train', 'validation'):
       raise ValueError(f'task.{name}.toy_world_split must be "", train or '
                        f'validation, got {data.toy_world_split!r}')
     if data.toy_world not in TOY_WORLDS:

@@ -158,3 +158,18 @@ def test_toy_world_setting_picks_the_named_world(monkeypatch):
                                                  object_colors='white')
   assert plain['spec'].clip_class == 'pairs'
   assert (plain['num_train'], plain['num_val']) == (500, 100)
+
+
+@pytest.mark.parametrize('name', ['const_cl_pretrain_toy',
+                                  'const_cl_linear_eval_ucf101_toy',
+                                  'const_cl_ava_toy'])
+def test_empty_toy_world_split_override_means_no_toy_world(name):
+  # `--params_override=task.train_data.toy_world_split=` parses to None.
+  config = exp_factory.get_exp_config(name)
+  config = hyperparams.override_params_dict(
+      config, 'task.train_data.toy_world_split=', is_strict=True)
+  assert config.task.train_data.toy_world_split is None
+  config.validate()
+  config.task.train_data.toy_world_split = 'test'
+  with pytest.raises(ValueError, match='train_data.toy_world_split must be'):
+    config.validate()
