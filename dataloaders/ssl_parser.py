@@ -304,7 +304,8 @@ def build_ssl_dataset(file_pattern: str,
                       input_context: Optional[tf.distribute.InputContext] = None,
                       skip_bad_records: bool = False,
                       deterministic: Optional[bool] = None,
-                      skip_examples: int = 0) -> tf.data.Dataset:
+                      skip_examples: int = 0,
+                      field: str = 'file_pattern') -> tf.data.Dataset:
   """Builds the batched two-view dataset.
 
   Pipeline: files (shard by input pipeline) -> interleave -> shuffle ->
@@ -344,15 +345,25 @@ def build_ssl_dataset(file_pattern: str,
   Returns:
     `tf.data.Dataset` of dicts with a leading batch dimension.
 
+    field: the config field of `file_pattern`, for error messages.
+
   Raises:
-    ValueError: empty pattern or no file matches it.
+    ValueError: naming `field`, when no file matches the pattern, or when a
+      file is not a TFRecord file (its first record header does not check):
+      without `skip_bad_records` at all, with it if every file is; else such
+      files are skipped and logged.
   """
-  patterns = [p for p in (file_pattern or '').split(',') if p.strip()]
-  files = []
-  for p in patterns:
-    files.extend(sorted(tf.io.gfile.glob(p.strip())))
-  if not files:
-    raise ValueError(f'no files match file_pattern {file_pattern!r}')
+  files = video_records.match_tfrecord_files(file_pattern or '', field,
+                                             check_headers=False)
+  bad = video_records.non_tfrecord_files(files)
+  if bad:
+    message = video_records.non_tfrecord_message(field, file_pattern, bad,
+                                                 len(files))
+    if not skip_bad_records or len(bad) == len(files):
+      raise ValueError(message + ('' if skip_bad_records else
+                                  '; skip_bad_records=True skips them'))
+    logging.warning('build_ssl_dataset: skipping files: %s', message)
+    files = [f for f in files if f not in bad]
   if skip_examples < 0 or (skip_examples and not is_training):
     raise ValueError(f'skip_examples ({skip_examples}) must be >= 0, and 0 '
                      f'for evaluation data ({file_pattern!r})')

@@ -11,6 +11,8 @@ One `tf.train.SequenceExample` per video (SPEC section 3):
 This module only writes and reads records in numpy; the tf.data parsers live in
 the parser modules.
 """
+from concurrent import futures
+import struct
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -138,3 +140,86 @@ def read_records(pattern: str) -> List[Dict[str, object]]:
   for serialized in tf.data.TFRecordDataset(files).as_numpy_iterator():
     out.append(read_sequence_example(serialized))
   return out
+
+
+def _crc32c_table() -> List[int]:
+  table = []
+  for n in range(256):
+    c = n
+    for _ in range(8):
+      c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1  # Castagnoli, reflected
+    table.append(c)
+  return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+  """CRC-32C (Castagnoli) of `data`, the checksum TFRecord files use."""
+  crc = 0xFFFFFFFF
+  for byte in data:
+    crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+  return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc32c(data: bytes) -> int:
+  crc = crc32c(data)
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def first_record_header_ok(path: str) -> bool:
+  """Whether `path` starts like a TFRecord file.
+
+  A TFRecord is a sequence of (uint64 length, uint32 masked CRC-32C of the
+  length, data, uint32 masked CRC-32C of the data); this reads the first 12
+  bytes only and checks the length's checksum. An empty file is a TFRecord
+  file without records.
+  """
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    header = f.read(12)
+  if not header:
+    return True
+  if len(header) < 12:
+    return False
+  (crc,) = struct.unpack('<I', header[8:])
+  return _masked_crc32c(header[:8]) == crc
+
+
+def non_tfrecord_files(files: Sequence[str]) -> List[str]:
+  """The files of `files` that are not TFRecord files (header check only;
+  a file corrupted further in fails when it is read)."""
+  with futures.ThreadPoolExecutor(max_workers=16) as pool:
+    ok = list(pool.map(first_record_header_ok, files))
+  return [f for f, good in zip(files, ok) if not good]
+
+
+def non_tfrecord_message(field: str, pattern: str, bad: Sequence[str],
+                         num_files: int) -> str:
+  shown = ', '.join(bad[:3]) + (f' and {len(bad) - 3} more'
+                                if len(bad) > 3 else '')
+  return (f'{field}={pattern!r}: {len(bad)} of {num_files} files are not '
+          f'TFRecord files (the first record header does not check): '
+          f'{shown}; tools/inspect_tfrecord.py --input_pattern=<file> '
+          'inspects one')
+
+
+def match_tfrecord_files(pattern: str, field: str,
+                         check_headers: bool = True) -> List[str]:
+  """The files of a comma-separated glob `pattern`, sorted.
+
+  Raises:
+    ValueError: naming `field` when nothing matches, or (with
+      `check_headers`) when a matched file is not a TFRecord file.
+  """
+  files = []
+  for p in pattern.split(','):
+    if p.strip():
+      files.extend(sorted(tf.io.gfile.glob(p.strip())))
+  if not files:
+    raise ValueError(f'{field}={pattern!r} matches no file')
+  if check_headers:
+    bad = non_tfrecord_files(files)
+    if bad:
+      raise ValueError(non_tfrecord_message(field, pattern, bad, len(files)))
+  return files

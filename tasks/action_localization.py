@@ -37,6 +37,7 @@ from dataloaders import ava_parser
 from dataloaders import cache
 from dataloaders import example_seeds
 from dataloaders import toy_world
+from dataloaders import video_records
 from dataloaders.converters import ava as ava_converter
 from modeling import action_localization_model  # pylint: disable=unused-import
 from modeling.backbones import branch_loading
@@ -265,8 +266,7 @@ class ActionLocalizationTask(base_task.Task):
           'TFRecords of tools/ava_to_tfrecords.py (e.g. '
           '/data/ava/tfrecords/val/ava_val-*.tfrecord), or set '
           f'task.{name}.toy_world_split')
-    if not any(tf.io.gfile.glob(p) for p in pattern.split(',')):
-      raise ValueError(f'task.{name}.input_path={pattern!r} matches no file')
+    video_records.match_tfrecord_files(pattern, f'task.{name}.input_path')
     return pattern
 
   def build_inputs(self, params: exp_cfg.DataConfig,

@@ -15,6 +15,7 @@ from dataloaders import cache
 from dataloaders import region_sources
 from dataloaders import ssl_parser
 from dataloaders import toy_world
+from dataloaders import video_records
 from modeling import const_cl_model  # pylint: disable=unused-import
 from modeling.backbones import branch_loading
 from modeling.losses import contrastive
@@ -98,11 +99,10 @@ def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
         f'task.{name}.input_path is empty: set it to a file pattern of video '
         'TFRecords (e.g. /data/k400/train-*.tfrecord), or set '
         f'task.{name}.toy_world_split to use the toy world')
-  files = []
-  for p in pattern.split(','):
-    files.extend(tf.io.gfile.glob(p))
-  if not files:
-    raise ValueError(f'task.{name}.input_path={pattern!r} matches no file')
+  # build_ssl_dataset checks the files' headers (and skips bad files with
+  # skip_bad_records).
+  video_records.match_tfrecord_files(pattern, f'task.{name}.input_path',
+                                     check_headers=False)
   return pattern
 
 
@@ -302,7 +302,8 @@ class ConstCLPretrainTask(base_task.Task):
         cycle_length=params.cycle_length or 8, seed=params.seed,
         input_context=input_context,
         skip_bad_records=params.skip_bad_records,
-        deterministic=params.deterministic, skip_examples=skip)
+        deterministic=params.deterministic, skip_examples=skip,
+        field=f'task.{data_name}.input_path')
     return dataset.map(stack_views, num_parallel_calls=tf.data.AUTOTUNE)
 
   def _resume_skip_examples(

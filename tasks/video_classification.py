@@ -65,11 +65,7 @@ def resolve_input_pattern(params: exp_cfg.DataConfig, name: str) -> str:
         f'task.{name}: no input: set input_path to a file pattern of video '
         'TFRecords, tfds_name (+ tfds_split) to a TFDS video dataset, or '
         'toy_world_split to use the toy world')
-  files = []
-  for p in pattern.split(','):
-    files.extend(tf.io.gfile.glob(p))
-  if not files:
-    raise ValueError(f'task.{name}.input_path={pattern!r} matches no file')
+  video_records.match_tfrecord_files(pattern, f'task.{name}.input_path')
   return pattern
 
 

@@ -204,3 +204,26 @@ def test_corrupt_jpeg_error_or_counted_skip(tmp_path):
                                     skip_bad_records=True)
   labels = [int(b['label'].numpy()[0]) for b in ds]
   assert labels == [0, 1]
+
+
+def test_file_that_is_not_a_tfrecord_error_or_logged_skip(tmp_path):
+  good = [video_records.make_sequence_example(_frames(4, i),
+                                              video_id=f'good{i}', label=[i])
+          for i in range(2)]
+  _write(tmp_path / 'v-0.tfrecord', good)
+  with open(tmp_path / 'v-1.tfrecord', 'wb') as f:
+    f.write(np.random.default_rng(0).bytes(500))
+  pattern = str(tmp_path / 'v-*.tfrecord')
+  parser = ssl_parser.Parser(num_frames=2, stride=1, crop_size=8)
+  with pytest.raises(ValueError, match=(
+      r"task.train_data.input_path='.*': 1 of 2 files are not TFRecord "
+      r'files .*v-1.tfrecord.*; skip_bad_records=True skips them')):
+    ssl_parser.build_ssl_dataset(pattern, parser, 1, False,
+                                 field='task.train_data.input_path')
+  ds = ssl_parser.build_ssl_dataset(pattern, parser, 1, False,
+                                    skip_bad_records=True)
+  assert [int(b['label'].numpy()[0]) for b in ds] == [0, 1]
+  # Every file bad: nothing to skip to.
+  with pytest.raises(ValueError, match='1 of 1 files'):
+    ssl_parser.build_ssl_dataset(str(tmp_path / 'v-1.tfrecord'), parser, 1,
+                                 False, skip_bad_records=True)

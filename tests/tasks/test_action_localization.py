@@ -186,6 +186,17 @@ def test_missing_input_path_is_a_clear_error():
     task.build_inputs(config.train_data)
 
 
+def test_input_file_that_is_not_a_tfrecord_is_named(tmp_path):
+  config = exp_factory.get_exp_config('const_cl_ava_v22').task
+  task = action_localization.ActionLocalizationTask(config)
+  (tmp_path / 'ava-0.tfrecord').write_bytes(b'an mp4, not records' * 4)
+  config.train_data.input_path = str(tmp_path / 'ava-*.tfrecord')
+  with pytest.raises(ValueError, match=(
+      r"task.train_data.input_path='.*ava-\*.tfrecord': 1 of 1 files are "
+      'not TFRecord files')):
+    task.build_inputs(config.train_data)
+
+
 def test_toy_dataset_is_converted_once_and_parsed(tmp_path):
   toy = al_cfg.ToyAvaWorld(num_train_videos=1, num_validation_videos=1,
                            cache_dir=str(tmp_path))

@@ -305,3 +305,15 @@ def test_classification_yamls_load_strictly_into_their_experiments():
     config = exp_factory.get_exp_config(name)
     config = hyperparams.override_params_dict(config, path, is_strict=True)
     config.validate()
+
+
+def test_input_file_that_is_not_a_tfrecord_is_named(tmp_path):
+  config = exp_factory.get_exp_config('const_cl_linear_eval_ucf101_toy')
+  data = config.task.validation_data
+  data.toy_world_split = ''
+  (tmp_path / 'ucf-0.tfrecord').write_bytes(b'\x00' * 40)
+  data.input_path = str(tmp_path / 'ucf-*.tfrecord')
+  with pytest.raises(ValueError, match=(
+      r"task.validation_data.input_path='.*ucf-\*.tfrecord': 1 of 1 files "
+      'are not TFRecord files')):
+    vc_task.resolve_input_pattern(data, 'validation_data')
