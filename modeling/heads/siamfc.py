@@ -94,9 +94,12 @@ class SiamFCHead(tf_keras.layers.Layer):
     exemplar_feat, search_feat = inputs
     response = cross_correlation(exemplar_feat, search_feat)
     # Response in float32 even under mixed precision: the sums over
-    # hz*wz*C products overflow bfloat16 precision quickly.
+    # hz*wz*C products overflow bfloat16 precision quickly. Under a mixed
+    # policy the layer reads its variables in the compute dtype, so they are
+    # cast back too.
     response = tf.cast(response, tf.float32)
-    return self.scale * response + self.bias
+    return (tf.cast(self.scale, tf.float32) * response +
+            tf.cast(self.bias, tf.float32))
 
   def get_config(self):
     config = super().get_config()

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from modeling.heads import siamfc
 
@@ -48,6 +49,27 @@ def test_head_scale_and_bias():
   head.bias.assign(0.5)
   np.testing.assert_allclose(head((z, x)).numpy(),
                              1e-3 * _reference_xcorr(z, x) + 0.5, atol=1e-6)
+
+
+def test_head_under_mixed_bfloat16_keeps_a_float32_response():
+  # train.py sets the global policy for runtime.mixed_precision_dtype:
+  # bfloat16 (the GOT-10k experiment's); the head reads its float32
+  # variables in bfloat16 there, and must still add them to the float32
+  # response (it raised a dtype error before).
+  rng = np.random.default_rng(2)
+  z = rng.standard_normal((2, 2, 2, 3)).astype(np.float32)
+  x = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
+  tf_keras.mixed_precision.set_global_policy('mixed_bfloat16')
+  try:
+    head = siamfc.SiamFCHead(bias_init=0.25)
+    out = head((tf.cast(z, tf.bfloat16), tf.cast(x, tf.bfloat16)))
+  finally:
+    tf_keras.mixed_precision.set_global_policy('float32')
+  assert head.scale.dtype == tf.float32
+  assert out.dtype == tf.float32
+  # bfloat16 inputs and scale: 8 bits of mantissa, so about 1% here.
+  np.testing.assert_allclose(out.numpy(), 1e-3 * _reference_xcorr(z, x) + 0.25,
+                             atol=3e-4)
 
 
 def test_labels_small_response():
