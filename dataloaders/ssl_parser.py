@@ -341,11 +341,10 @@ def build_ssl_dataset(file_pattern: str,
       would be. The drop sits after the shuffles and the seed attachment:
       with a fixed `seed` the next record and its augmentation seed are the
       ones the uninterrupted run used. Skipped records are read, not decoded.
+    field: the config field of `file_pattern`, for error messages.
 
   Returns:
     `tf.data.Dataset` of dicts with a leading batch dimension.
-
-    field: the config field of `file_pattern`, for error messages.
 
   Raises:
     ValueError: naming `field`, when no file matches the pattern, or when a

@@ -187,8 +187,10 @@ def first_record_header_ok(path: str) -> bool:
 
 
 def non_tfrecord_files(files: Sequence[str]) -> List[str]:
-  """The files of `files` that are not TFRecord files (header check only;
-  a file corrupted further in fails when it is read)."""
+  """The files of `files` whose first record header does not check.
+
+  A header check only: a file corrupted further in fails when it is read.
+  """
   with futures.ThreadPoolExecutor(max_workers=16) as pool:
     ok = list(pool.map(first_record_header_ok, files))
   return [f for f, good in zip(files, ok) if not good]
@@ -196,6 +198,7 @@ def non_tfrecord_files(files: Sequence[str]) -> List[str]:
 
 def non_tfrecord_message(field: str, pattern: str, bad: Sequence[str],
                          num_files: int) -> str:
+  """The error naming `field`, its `pattern` and (some of) the `bad` files."""
   shown = ', '.join(bad[:3]) + (f' and {len(bad) - 3} more'
                                 if len(bad) > 3 else '')
   return (f'{field}={pattern!r}: {len(bad)} of {num_files} files are not '
