@@ -359,9 +359,12 @@ def build_ssl_dataset(file_pattern: str,
     message = video_records.non_tfrecord_message(field, file_pattern, bad,
                                                  len(files))
     if not skip_bad_records or len(bad) == len(files):
+      # task.train_data.input_path -> task.train_data.skip_bad_records
+      switch = '.'.join(field.split('.')[:-1] + ['skip_bad_records'])
       raise ValueError(message + ('' if skip_bad_records else
-                                  '; skip_bad_records=True skips them'))
+                                  f'; {switch}=true skips them'))
     logging.warning('build_ssl_dataset: skipping files: %s', message)
+    bad = set(bad)
     files = [f for f in files if f not in bad]
   if skip_examples < 0 or (skip_examples and not is_training):
     raise ValueError(f'skip_examples ({skip_examples}) must be >= 0, and 0 '

@@ -173,11 +173,20 @@ def first_record_header_ok(path: str) -> bool:
 
   A TFRecord is a sequence of (uint64 length, uint32 masked CRC-32C of the
   length, data, uint32 masked CRC-32C of the data); this reads the first 12
-  bytes only and checks the length's checksum. An empty file is a TFRecord
-  file without records.
+  bytes and checks the length's checksum. An empty file is a TFRecord file
+  without records; a path that cannot be read (e.g. a directory) is not
+  one. Local files are read with `open`; remote ones (`scheme://`) with
+  `tf.io.gfile`, whose buffered reader may fetch up to 512 KiB of each.
   """
-  with tf.io.gfile.GFile(path, 'rb') as f:
-    header = f.read(12)
+  try:
+    if '://' in path:
+      with tf.io.gfile.GFile(path, 'rb') as f:
+        header = f.read(12)
+    else:
+      with open(path, 'rb') as f:
+        header = f.read(12)
+  except (OSError, tf.errors.OpError):
+    return False
   if not header:
     return True
   if len(header) < 12:
@@ -202,8 +211,8 @@ def non_tfrecord_message(field: str, pattern: str, bad: Sequence[str],
   shown = ', '.join(bad[:3]) + (f' and {len(bad) - 3} more'
                                 if len(bad) > 3 else '')
   return (f'{field}={pattern!r}: {len(bad)} of {num_files} files are not '
-          f'TFRecord files (the first record header does not check): '
-          f'{shown}; tools/inspect_tfrecord.py --input_pattern=<file> '
+          f'TFRecord files (unreadable, or the first record header does not '
+          f'check): {shown}; tools/inspect_tfrecord.py --input_pattern=<file> '
           'inspects one')
 
 

@@ -243,10 +243,10 @@ class ActionLocalizationTask(base_task.Task):
     path = branch_loading.resolve_checkpoint_path(
         self.task_config.init_checkpoint)
     if self.task_config.init_checkpoint_modules == 'backbone':
-      ckpt = tf.train.Checkpoint(backbone=model.backbone)
+      items = {'backbone': model.backbone}
     else:
-      ckpt = tf.train.Checkpoint(**model.checkpoint_items)
-    ckpt.read(path).expect_partial().assert_existing_objects_matched()
+      items = model.checkpoint_items
+    branch_loading.restore_items(path, items, ' and '.join(items))
     logging.info('Initialized %s from %s',
                  self.task_config.init_checkpoint_modules, path)
 

@@ -264,15 +264,16 @@ class ConstCLPretrainTask(base_task.Task):
   def initialize(self, model: tf_keras.Model):
     """Loads the backbone of `init_checkpoint` (a model dir or prefix).
 
-    The heads start fresh: `model.checkpoint_items` is the backbone, which
-    is what every ConST-CL, CVRL or reset checkpoint holds.
+    The heads start fresh (`model.checkpoint_items` is the backbone). The
+    checkpoint's backbone must have this one's shape: a ConST-CL or reset
+    checkpoint for the Y backbone, a CVRL one for the single-res5 backbone.
     """
     if not self.task_config.init_checkpoint:
       return
     path = branch_loading.resolve_checkpoint_path(
         self.task_config.init_checkpoint)
-    tf.train.Checkpoint(backbone=model.backbone).read(
-        path).expect_partial().assert_existing_objects_matched()
+    branch_loading.restore_items(path, {'backbone': model.backbone},
+                                 'backbone')
     logging.info('Initialized the backbone from %s', path)
 
   def build_inputs(self, params: exp_cfg.DataConfig,

@@ -106,25 +106,25 @@ EXPERIMENTS = {
 
 @dataclasses.dataclass(frozen=True)
 class Metric:
+  """A reported number; `collect_result` reads it from its stage's run."""
   key: str
   label: str
   stage: str  # the stage whose run produces it
-  source: str  # where it is read from, in the run's folder
   field: str = ''  # the key in an OTB run's otb_metrics.json
 
 
 METRICS = (
-    Metric('classification_top1', 'Linear-probe top-1', LINEAR_EVAL,
-           'validation/video_top_1_accuracy'),
-    Metric('ava_map', 'AVA mAP', AVA, 'ava_eval_results.json:mAP'),
+    # <run>/validation events, tag video_top_1_accuracy
+    Metric('classification_top1', 'Linear-probe top-1', LINEAR_EVAL),
+    # <run>/ava_eval_results.json, key mAP
+    Metric('ava_map', 'AVA mAP', AVA),
     Metric('tracking_precision', 'OTB precision@20px', TRACK_EVAL,
-           'otb_metrics.json:precision', 'precision'),
-    Metric('tracking_success', 'OTB success AUC', TRACK_EVAL,
-           'otb_metrics.json:success', 'success'),
+           'precision'),
+    Metric('tracking_success', 'OTB success AUC', TRACK_EVAL, 'success'),
     Metric('frozen_tracking_precision', 'Frozen OTB precision@20px',
-           TRACK_FROZEN, 'otb_metrics.json:precision', 'precision'),
+           TRACK_FROZEN, 'precision'),
     Metric('frozen_tracking_success', 'Frozen OTB success AUC', TRACK_FROZEN,
-           'otb_metrics.json:success', 'success'),
+           'success'),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 

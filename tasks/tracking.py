@@ -225,10 +225,10 @@ class SiamFCTrackingTask(base_task.Task):
     resolved = branch_loading.resolve_checkpoint_path(
         self.task_config.init_checkpoint)
     if self.task_config.init_checkpoint_modules == 'backbone':
-      ckpt = tf.train.Checkpoint(backbone=model.backbone)
+      items = {'backbone': model.backbone}
     else:
-      ckpt = tf.train.Checkpoint(**model.checkpoint_items)
-    ckpt.read(resolved).expect_partial().assert_existing_objects_matched()
+      items = model.checkpoint_items
+    branch_loading.restore_items(resolved, items, ' and '.join(items))
     logging.info('Initialized %s from %s',
                  self.task_config.init_checkpoint_modules, resolved)
 
@@ -457,13 +457,12 @@ def build_model_from_config(params: exp_cfg.SiamFCTrackingTask,
   path = branch_loading.resolve_checkpoint_path(checkpoint, field)
   names = {name.split('/')[0] for name, _ in tf.train.list_variables(path)}
   if 'backbone' not in names:
-    raise ValueError(f'checkpoint {path} has no `backbone` item (top-level '
-                     f'items: {sorted(names)})')
+    raise ValueError(f'{field}={checkpoint!r}: {path} has no `backbone` item '
+                     f'(top-level items: {sorted(names)})')
   items = {k: v for k, v in model.checkpoint_items.items() if k in names}
   missing = sorted(set(model.checkpoint_items) - set(items))
   if missing:
     logging.warning('checkpoint %s has no %s: left at initial values', path,
                     missing)
-  tf.train.Checkpoint(**items).read(path).expect_partial(
-  ).assert_existing_objects_matched()
+  branch_loading.restore_items(path, items, ' and '.join(items), field)
   return model

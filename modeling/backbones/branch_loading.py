@@ -23,7 +23,8 @@ downstream task uses (`tools/reset_backbone_stages.py`);
 `frozen_variable_ids` names the variables of the early stages a train step
 keeps fixed (`freeze_until`).
 """
-from typing import Callable, Dict, List, Sequence, Set, Tuple, Union
+from typing import (Any, Callable, Dict, List, Mapping, Sequence, Set, Tuple,
+                    Union)
 
 from absl import logging
 import tensorflow as tf
@@ -209,23 +210,37 @@ def copy_branch(source: tf_keras.Model, target: tf_keras.Model,
   return copied
 
 
-def _restore(path: str, backbone: tf_keras.Model, what: str) -> None:
-  """Restores `backbone` from the checkpoint's top-level `backbone`."""
+def restore_items(path: str, items: Mapping[str, Any], what: str,
+                  field: str = 'task.init_checkpoint') -> None:
+  """Restores `items` (e.g. {'backbone': ...}) from checkpoint prefix `path`.
+
+  Every variable of the items present in the checkpoint must get a value;
+  the rest of the checkpoint (other heads, optimizer) is not needed.
+
+  Raises:
+    ValueError: naming `field`, `path` and `what`, when a variable's shape
+      differs or the items' variables are left unrestored (e.g. a CVRL
+      checkpoint, one res5, into a Y backbone, two).
+  """
   try:
-    status = tf.train.Checkpoint(backbone=backbone).read(path)
+    status = tf.train.Checkpoint(**items).read(path)
   except (ValueError, tf.errors.InvalidArgumentError) as e:
     # A variable of another shape: the backbone config differs.
-    raise ValueError(f'init checkpoint {path}: cannot restore it as a {what} '
-                     f'of the configured size (a variable shape differs: was '
-                     f'it pretrained with another backbone config?): {e}'
-                     ) from e
+    raise ValueError(f'{field}={path!r}: cannot restore it as a {what} of '
+                     f'the configured size (a variable shape differs: was it '
+                     f'trained with another backbone config?): {e}') from e
   try:
-    # Every variable of `backbone` must get a value; the rest of the
-    # checkpoint (pretraining heads, optimizer) is not needed.
     status.expect_partial().assert_existing_objects_matched()
   except AssertionError as e:
-    raise ValueError(f'init checkpoint {path}: restoring it as a {what} '
-                     f'left variables unrestored: {e}') from e
+    raise ValueError(
+        f'{field}={path!r}: restoring it as a {what} left variables '
+        'unrestored (a CVRL checkpoint has one res5, a ConST-CL one two: '
+        'task.model.backbone.resnet_3d_y.duplicate_res5 must match it): '
+        f'{str(e)[:300]}') from e
+
+
+def _restore(path: str, backbone: tf_keras.Model, what: str) -> None:
+  restore_items(path, {'backbone': backbone}, what)
 
 
 def load_backbone_branch(

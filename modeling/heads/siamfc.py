@@ -81,12 +81,17 @@ class SiamFCHead(tf_keras.layers.Layer):
     self._bias_init = bias_init
 
   def build(self, input_shape):
+    # Read in float32 under a mixed policy too (no autocast): a bfloat16
+    # read would round the scale (1e-3 -> 0.00099945) and make small
+    # updates to it invisible in the response.
     self.scale = self.add_weight(
         name='scale', shape=[], dtype=tf.float32,
-        initializer=tf_keras.initializers.Constant(self._scale_init))
+        initializer=tf_keras.initializers.Constant(self._scale_init),
+        experimental_autocast=False)
     self.bias = self.add_weight(
         name='bias', shape=[], dtype=tf.float32,
-        initializer=tf_keras.initializers.Constant(self._bias_init))
+        initializer=tf_keras.initializers.Constant(self._bias_init),
+        experimental_autocast=False)
     super().build(input_shape)
 
   def call(self, inputs: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -94,12 +99,9 @@ class SiamFCHead(tf_keras.layers.Layer):
     exemplar_feat, search_feat = inputs
     response = cross_correlation(exemplar_feat, search_feat)
     # Response in float32 even under mixed precision: the sums over
-    # hz*wz*C products overflow bfloat16 precision quickly. Under a mixed
-    # policy the layer reads its variables in the compute dtype, so they are
-    # cast back too.
+    # hz*wz*C products overflow bfloat16 precision quickly.
     response = tf.cast(response, tf.float32)
-    return (tf.cast(self.scale, tf.float32) * response +
-            tf.cast(self.bias, tf.float32))
+    return self.scale * response + self.bias
 
   def get_config(self):
     config = super().get_config()

@@ -217,7 +217,8 @@ def test_file_that_is_not_a_tfrecord_error_or_logged_skip(tmp_path):
   parser = ssl_parser.Parser(num_frames=2, stride=1, crop_size=8)
   with pytest.raises(ValueError, match=(
       r"task.train_data.input_path='.*': 1 of 2 files are not TFRecord "
-      r'files .*v-1.tfrecord.*; skip_bad_records=True skips them')):
+      r'files .*v-1.tfrecord.*; task.train_data.skip_bad_records=true '
+      'skips them')):
     ssl_parser.build_ssl_dataset(pattern, parser, 1, False,
                                  field='task.train_data.input_path')
   ds = ssl_parser.build_ssl_dataset(pattern, parser, 1, False,

@@ -40,9 +40,11 @@ def test_header_check_tells_tfrecords_from_other_files(tmp_path):
   bad.append(str(tmp_path / 'flipped'))
   with open(bad[-1], 'wb') as f:
     f.write(bytes(flipped))
+  bad.append(str(tmp_path / 'a_directory'))  # a glob can match one
+  os.mkdir(bad[-1])
   files = good + [empty] + bad
   assert [video_records.first_record_header_ok(f) for f in files] == (
-      [True] * 6 + [False] * 4)
+      [True] * 6 + [False] * 5)
   assert video_records.non_tfrecord_files(files) == bad
 
 

@@ -62,3 +62,29 @@ def test_tracking_checkpoint_flag_is_named(tmp_path):
     tracking.build_model_from_config(params.task, str(tmp_path),
                                      '--checkpoint')
 
+
+
+def test_checkpoint_prefix_loads_that_checkpoint(tmp_path):
+  _, source = _task_and_model('const_cl_ava_toy')
+  ckpt = tf.train.Checkpoint(backbone=source.backbone)
+  values = []
+  for step in (1, 2):
+    for v in source.backbone.trainable_variables:
+      v.assign(tf.fill(v.shape, float(step)))
+    values.append(ckpt.save(str(tmp_path / 'ckpt')))
+  task, model = _task_and_model('const_cl_ava_toy', values[0])  # not latest
+  task.initialize(model)
+  assert all(np.all(v.numpy() == 1.0)
+             for v in model.backbone.trainable_variables)
+
+
+def test_cvrl_checkpoint_into_the_y_backbone_names_the_mismatch(tmp_path):
+  _, cvrl = _task_and_model('const_cl_ablation_baseline_cvrl_toy')
+  tf.train.CheckpointManager(
+      tf.train.Checkpoint(backbone=cvrl.backbone), str(tmp_path),
+      max_to_keep=1).save(checkpoint_number=1)
+  task, model = _task_and_model('const_cl_pretrain_toy', str(tmp_path))
+  with pytest.raises(ValueError, match=(
+      r"task.init_checkpoint='.*ckpt-1': restoring it as a backbone left "
+      r'variables unrestored .*duplicate_res5 must match it')):
+    task.initialize(model)

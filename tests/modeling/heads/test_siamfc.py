@@ -67,9 +67,18 @@ def test_head_under_mixed_bfloat16_keeps_a_float32_response():
     tf_keras.mixed_precision.set_global_policy('float32')
   assert head.scale.dtype == tf.float32
   assert out.dtype == tf.float32
-  # bfloat16 inputs and scale: 8 bits of mantissa, so about 1% here.
+  # bfloat16 inputs: 8 bits of mantissa, so about 1% of the correlation.
   np.testing.assert_allclose(out.numpy(), 1e-3 * _reference_xcorr(z, x) + 0.25,
                              atol=3e-4)
+  # The scale is read in float32: a change of 1e-6 (below bfloat16's
+  # resolution at 1e-3) moves the response by 1e-6 * the correlation.
+  zb, xb = tf.cast(z, tf.bfloat16), tf.cast(x, tf.bfloat16)
+  xcorr = siamfc.cross_correlation(zb, xb).numpy().astype(np.float32)
+  head.scale.assign(1e-3 + 1e-6)
+  moved = head((zb, xb)).numpy()
+  np.testing.assert_allclose(moved - out.numpy(), 1e-6 * xcorr, rtol=0.05,
+                             atol=2e-8)
+  assert np.abs(moved - out.numpy()).max() > 1e-7
 
 
 def test_labels_small_response():
