@@ -226,9 +226,8 @@ def precompute_regions(input_pattern: str, output_dir: str, method: str,
   if method not in SEGMENT_METHODS:
     raise ValueError(f'unknown method {method!r}; expected one of '
                      f'{SEGMENT_METHODS}')
-  files = sorted(tf.io.gfile.glob(input_pattern)) if input_pattern else []
-  if not files:
-    raise ValueError(f'no files match input_pattern {input_pattern!r}')
+  files = video_records.match_tfrecord_files(input_pattern or '',
+                                             '--input_pattern')
   tf.io.gfile.makedirs(output_dir)
   summary = {'files': 0, 'records': 0, 'frames': 0, 'boxes': 0}
   start = time.time()

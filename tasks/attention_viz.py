@@ -116,6 +116,7 @@ def read_record(pattern: str, index: int) -> bytes:
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise FileNotFoundError(f'--input_pattern {pattern!r} matches no file')
+  video_records.check_tfrecord_headers(files, '--input_pattern', pattern)
   if index < 0:
     raise ValueError(f'--video_index must be >= 0, got {index}')
   count = 0

@@ -271,6 +271,7 @@ def count_records(pattern: str) -> int:
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise FileNotFoundError(f'--input_pattern {pattern!r} matches no file')
+  video_records.check_tfrecord_headers(files, '--input_pattern', pattern)
   return sum(1 for _ in tf.data.TFRecordDataset(files))
 
 
@@ -283,6 +284,7 @@ def iter_tfrecord_videos(pattern: str) -> Iterator[Video]:
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise FileNotFoundError(f'--input_pattern {pattern!r} matches no file')
+  video_records.check_tfrecord_headers(files, '--input_pattern', pattern)
   for path in files:
     base = os.path.splitext(os.path.basename(path))[0]
     for i, serialized in enumerate(

@@ -142,3 +142,13 @@ def test_precompute_regions_adds_boxes(tmp_path):
     assert 'nope*' in str(e)
   else:
     raise AssertionError('no error for a missing pattern')
+  (tmp_path / 'notrec.tfrecord').write_bytes(b'not a record' * 3)
+  try:
+    region_sources.precompute_regions(str(tmp_path / 'notrec.tfrecord'),
+                                      out_dir, 'slic')
+  except ValueError as e:
+    assert str(e).startswith(
+        f"--input_pattern='{tmp_path}/notrec.tfrecord': 1 of 1 files are "
+        'not TFRecord files')
+  else:
+    raise AssertionError('no error for a file that is not a TFRecord')

@@ -114,3 +114,16 @@ def test_region_summary_images_draws_valid_boxes_only():
   assert video.shape == (6, 8, 8, 3)
   # convert_image_dtype: int(0.5 * 255.5) = 127.
   np.testing.assert_array_equal(video.numpy()[0, 2, 2], [127, 127, 127])
+
+
+def test_read_record_names_a_file_that_is_not_a_tfrecord(tmp_path):
+  good = str(tmp_path / 'v-0.tfrecord')
+  video_records.write_records(good, [video_records.make_sequence_example(
+      np.zeros((2, 8, 8, 3), np.uint8), video_id='only')])
+  assert video_records.read_sequence_example(
+      attention_viz.read_record(good, 0))['video_id'] == 'only'
+  (tmp_path / 'v-1.tfrecord').write_bytes(b'\x00' * 64)
+  with pytest.raises(ValueError, match=(
+      r"--input_pattern='.*v-\*.tfrecord': 1 of 2 files are not TFRecord "
+      r'files .*v-1.tfrecord')):
+    attention_viz.read_record(str(tmp_path / 'v-*.tfrecord'), 0)

@@ -114,3 +114,14 @@ def test_extract_tfrecord_and_video_files(setup, tmp_path):
   np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, atol=1e-5)
   with pytest.raises(FileNotFoundError, match='no_dir'):
     features_lib.list_video_files(str(tmp_path / 'no_dir'))
+
+
+def test_input_file_that_is_not_a_tfrecord_is_named(tmp_path):
+  (tmp_path / 'clips-0.tfrecord').write_bytes(b'RIFF....AVI LIST' * 8)
+  pattern = str(tmp_path / 'clips-*.tfrecord')
+  for read in (features_lib.count_records,
+               lambda p: next(features_lib.iter_tfrecord_videos(p))):
+    with pytest.raises(ValueError, match=(
+        r"--input_pattern='.*clips-\*.tfrecord': 1 of 1 files are not "
+        'TFRecord files')):
+      read(pattern)
