@@ -216,15 +216,6 @@ def non_tfrecord_message(field: str, pattern: str, bad: Sequence[str],
           'inspects one')
 
 
-def check_tfrecord_headers(files: Sequence[str], field: str,
-                           pattern: str) -> None:
-  """Raises a ValueError naming `field` if a file of `files` (matched by
-  `pattern`) is not a TFRecord file (`non_tfrecord_files`)."""
-  bad = non_tfrecord_files(files)
-  if bad:
-    raise ValueError(non_tfrecord_message(field, pattern, bad, len(files)))
-
-
 def match_tfrecord_files(pattern: str, field: str,
                          check_headers: bool = True) -> List[str]:
   """The files of a comma-separated glob `pattern`, sorted.
@@ -240,5 +231,7 @@ def match_tfrecord_files(pattern: str, field: str,
   if not files:
     raise ValueError(f'{field}={pattern!r} matches no file')
   if check_headers:
-    check_tfrecord_headers(files, field, pattern)
+    bad = non_tfrecord_files(files)
+    if bad:
+      raise ValueError(non_tfrecord_message(field, pattern, bad, len(files)))
   return files

@@ -240,13 +240,9 @@ class ActionLocalizationTask(base_task.Task):
     """Loads `init_checkpoint`: the backbone only, or backbone and head."""
     if not self.task_config.init_checkpoint:
       return
-    path = branch_loading.resolve_checkpoint_path(
-        self.task_config.init_checkpoint)
-    if self.task_config.init_checkpoint_modules == 'backbone':
-      items = {'backbone': model.backbone}
-    else:
-      items = model.checkpoint_items
-    branch_loading.restore_items(path, items, ' and '.join(items))
+    path = branch_loading.restore_init_checkpoint(
+        model, self.task_config.init_checkpoint,
+        self.task_config.init_checkpoint_modules)
     logging.info('Initialized %s from %s',
                  self.task_config.init_checkpoint_modules, path)
 

@@ -113,10 +113,7 @@ def centered_box(fraction: float = 0.5) -> np.ndarray:
 
 def read_record(pattern: str, index: int) -> bytes:
   """The serialized record number `index` of the files matching `pattern`."""
-  files = sorted(tf.io.gfile.glob(pattern))
-  if not files:
-    raise FileNotFoundError(f'--input_pattern {pattern!r} matches no file')
-  video_records.check_tfrecord_headers(files, '--input_pattern', pattern)
+  files = video_records.match_tfrecord_files(pattern, '--input_pattern')
   if index < 0:
     raise ValueError(f'--video_index must be >= 0, got {index}')
   count = 0

@@ -268,10 +268,7 @@ def _safe_name(name: str) -> str:
 
 
 def count_records(pattern: str) -> int:
-  files = sorted(tf.io.gfile.glob(pattern))
-  if not files:
-    raise FileNotFoundError(f'--input_pattern {pattern!r} matches no file')
-  video_records.check_tfrecord_headers(files, '--input_pattern', pattern)
+  files = video_records.match_tfrecord_files(pattern, '--input_pattern')
   return sum(1 for _ in tf.data.TFRecordDataset(files))
 
 
@@ -281,10 +278,7 @@ def iter_tfrecord_videos(pattern: str) -> Iterator[Video]:
   Named by `clip/id`, else `<file name>_<index in file>`. A record that does
   not parse or decode is yielded with `error` set (the caller counts it).
   """
-  files = sorted(tf.io.gfile.glob(pattern))
-  if not files:
-    raise FileNotFoundError(f'--input_pattern {pattern!r} matches no file')
-  video_records.check_tfrecord_headers(files, '--input_pattern', pattern)
+  files = video_records.match_tfrecord_files(pattern, '--input_pattern')
   for path in files:
     base = os.path.splitext(os.path.basename(path))[0]
     for i, serialized in enumerate(

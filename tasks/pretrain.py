@@ -270,10 +270,8 @@ class ConstCLPretrainTask(base_task.Task):
     """
     if not self.task_config.init_checkpoint:
       return
-    path = branch_loading.resolve_checkpoint_path(
-        self.task_config.init_checkpoint)
-    branch_loading.restore_items(path, {'backbone': model.backbone},
-                                 'backbone')
+    path = branch_loading.restore_init_checkpoint(
+        model, self.task_config.init_checkpoint)
     logging.info('Initialized the backbone from %s', path)
 
   def build_inputs(self, params: exp_cfg.DataConfig,

@@ -239,8 +239,23 @@ def restore_items(path: str, items: Mapping[str, Any], what: str,
         f'{str(e)[:300]}') from e
 
 
-def _restore(path: str, backbone: tf_keras.Model, what: str) -> None:
-  restore_items(path, {'backbone': backbone}, what)
+def restore_init_checkpoint(model: tf_keras.Model, init_checkpoint: str,
+                            modules: str = 'backbone') -> str:
+  """A task's `initialize`: restores `init_checkpoint` into `model`.
+
+  Args:
+    model: a model with `backbone` and `checkpoint_items`.
+    init_checkpoint: a model dir (its latest checkpoint) or a prefix.
+    modules: 'backbone', or 'all' (every item of `model.checkpoint_items`).
+
+  Returns:
+    The checkpoint prefix restored.
+  """
+  path = resolve_checkpoint_path(init_checkpoint)
+  items = ({'backbone': model.backbone} if modules == 'backbone'
+           else model.checkpoint_items)
+  restore_items(path, items, ' and '.join(items))
+  return path
 
 
 def load_backbone_branch(
@@ -285,14 +300,15 @@ def load_backbone_branch(
   num_y = len(y_backbone.weights)
   num_single = len(target.weights)
   if len(keys) == num_y:
-    _restore(prefix, y_backbone, 'Y backbone (res5g + res5r)')
+    restore_items(prefix, {'backbone': y_backbone},
+                  'Y backbone (res5g + res5r)')
     copied = copy_branch(y_backbone, target, branch)
     kind = 'y'
   elif len(keys) == num_single:
     if branch != 'res5g':
       logging.warning('%s has a single res5 (CVRL / c5 / c4p); it is used as '
                       'is for branch=%s', prefix, branch)
-    _restore(prefix, target, 'single-res5 backbone (CVRL)')
+    restore_items(prefix, {'backbone': target}, 'single-res5 backbone (CVRL)')
     copied = num_single
     kind = 'single_res5'
   else:
