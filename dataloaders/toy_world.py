@@ -128,6 +128,10 @@ _FILLER_COMBOS = tuple((s, m) for s in SHAPES for m in _MOTIONS
 _MOVING = tuple(m for m in _MOTIONS if m != 'still')
 # Seeds the looks of clip_class 'template' (with the look's index).
 _LOOK_SALT = 0x100C
+# How often an object of a 'template' scene stands still: about as often as
+# in the AVA world (42-44 % of its boxes), so whether each object moves is
+# one of the things that tell two videos of a look apart.
+_LOOK_STILL_PROB = 0.4
 
 BACKGROUNDS = ('noise', 'stripes', 'checker', 'gradient')
 
@@ -183,10 +187,11 @@ class ToyWorldSpec:
     appearance_templates: with clip_class 'template', the number K of
       looks the videos share: a look is a background and the shapes,
       colours and sizes of 3-4 objects, fixed by the look's index alone.
-      Each video takes one look (its label) and draws its own moving
-      motion program (never 'still'), modifiers and positions per object,
-      so about 1/K of any batch looks the same as a video and differs
-      from it only in where and how its objects move. 0 otherwise.
+      Each video takes one look (its label) and draws its own motion
+      program (standing still with probability 0.4), modifiers and
+      positions per object, so about 1/K of any batch looks the same as a
+      video and differs from it only in where and how its objects move.
+      0 otherwise.
     pixel_noise: std of the per-pixel grey noise added to every frame.
     min_visible_fraction: an object is `visible` in a frame when at least
       this fraction of its pixels is not occluded.
@@ -286,8 +291,7 @@ def _named_worlds() -> Dict[str, NamedWorld]:
       # only shapes, sizes, places and motions tell videos and objects apart.
       'plain': NamedWorld(ToyWorldSpec(background='flat',
                                        object_colors='white'), 500, 100),
-      # Four looks shared by all videos, every object moving: a
-      # pretraining world in which a quarter of each batch looks like any
+      # Four looks shared by all videos: a pretraining world in which a quarter of each batch looks like any
       # given video, so the contrastive losses must tell them apart by
       # motion (ToyWorldSpec.appearance_templates).
       'motion': NamedWorld(ToyWorldSpec(clip_class='template',
@@ -791,7 +795,8 @@ def _render_look_video(rng: np.random.Generator, spec: ToyWorldSpec,
             _base_radius(look, spec)) for _ in range(num_objects)]
   programs = []
   for shape, color, radius in looks:
-    motion = _MOVING[rng.integers(len(_MOVING))]
+    motion = ('still' if rng.uniform() < _LOOK_STILL_PROB else
+              _MOVING[rng.integers(len(_MOVING))])
     programs.append(_make_program(rng, spec, shape, motion, color, radius,
                                   _sample_modifiers(rng, spec, shape)))
   frames, objects = render_scene(programs, spec, background,

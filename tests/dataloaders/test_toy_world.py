@@ -445,12 +445,13 @@ def test_motion_world_shares_looks_and_varies_motion():
   # the pixel noise).
   assert all(look == looks[0] for look in looks)
   assert 3 <= len(looks[0]) <= 4
-  # ... but each video draws its own motions, never 'still' (id 1), and its
-  # own places.
+  # ... but each video draws its own motions and places.
   trajectories = {tuple(o.actions[0] for o in v.objects) for v in videos}
   assert len(trajectories) > 1
-  assert all(o.actions[0] in (2, 3, 4, 5, 6) for v in videos
-             for o in v.objects)
+  # About 40 % of the objects stand still (id 1); 600 objects: std 2 %.
+  still = [o.actions[0] == 1 for s in range(200)
+           for o in tw.render_video(s, spec, label=0).objects]
+  assert 0.33 < np.mean(still) < 0.47
   assert not np.allclose(videos[0].objects[0].boxes, videos[1].objects[0].boxes)
   free = np.ones(videos[0].frames.shape[:3], bool)
   for v in videos[:2]:
