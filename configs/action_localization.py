@@ -114,9 +114,6 @@ class ActionTransformerHead(hyperparams.Config):
   # left the head at the label prior on the toy AVA task
   # (docs/toy_benchmark_findings.md, "The head's input scale").
   normalize_features: bool = True
-  # The query reads the key-frame box on every feature frame, not only the
-  # key frame's slice (modeling/heads/action_transformer.py).
-  tube_query: bool = False
 
 
 @dataclasses.dataclass

@@ -32,7 +32,6 @@ TOY_WORLDS = {
     'pairs': {'num_classes': 10, 'train': 500, 'validation': 100},
     'shapes': {'num_classes': 5, 'train': 500, 'validation': 300},
     'plain': {'num_classes': 10, 'train': 500, 'validation': 100},
-    'motion': {'num_classes': 4, 'train': 500, 'validation': 100},
 }
 
 KINETICS400_TRAIN_EXAMPLES = 235693

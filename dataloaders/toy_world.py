@@ -125,13 +125,6 @@ CLASS_NAMES = tuple(
 NUM_CLASSES = len(CLASS_NAMES)
 _FILLER_COMBOS = tuple((s, m) for s in SHAPES for m in _MOTIONS
                        if (s, m) not in KEY_ACTORS)
-_MOVING = tuple(m for m in _MOTIONS if m != 'still')
-# Seeds the looks of clip_class 'template' (with the look's index).
-_LOOK_SALT = 0x100C
-# How often an object of a 'template' scene stands still: about as often as
-# in the AVA world (42-44 % of its boxes), so whether each object moves is
-# one of the things that tell two videos of a look apart.
-_LOOK_STILL_PROB = 0.4
 
 BACKGROUNDS = ('noise', 'stripes', 'checker', 'gradient')
 
@@ -147,7 +140,7 @@ _SPEC_CHOICES = {
     'fillers': ('still', 'non_key'),
     'background': ('random', 'flat'),
     'object_colors': ('random', 'white'),
-    'clip_class': ('pairs', 'shape', 'template'),
+    'clip_class': ('pairs', 'shape'),
 }
 
 
@@ -182,16 +175,7 @@ class ToyWorldSpec:
       actors the scene contains (10 classes, module docstring). 'shape':
       which of the five SHAPES every object of the scene has (5 classes;
       each object moves with a random key-actor motion, so motion says
-      nothing about the class). 'template': which of the
-      `appearance_templates` looks the scene has (see there).
-    appearance_templates: with clip_class 'template', the number K of
-      looks the videos share: a look is a background and the shapes,
-      colours and sizes of 3-4 objects, fixed by the look's index alone.
-      Each video takes one look (its label) and draws its own motion
-      program (standing still with probability 0.4), modifiers and
-      positions per object, so about 1/K of any batch looks the same as a
-      video and differs from it only in where and how its objects move.
-      0 otherwise.
+      nothing about the class).
     pixel_noise: std of the per-pixel grey noise added to every frame.
     min_visible_fraction: an object is `visible` in a frame when at least
       this fraction of its pixels is not occluded.
@@ -210,8 +194,7 @@ class ToyWorldSpec:
   modifier_prob: float = 0.3
   background: str = 'random'  # random | flat
   object_colors: str = 'random'  # random | white
-  clip_class: str = 'pairs'  # pairs | shape | template
-  appearance_templates: int = 0
+  clip_class: str = 'pairs'  # pairs | shape
   pixel_noise: float = 3.0
   min_visible_fraction: float = 0.25
   num_distractors: int = 2
@@ -241,11 +224,6 @@ class ToyWorldSpec:
     if self.num_distractors < 1:
       raise ValueError(
           f'ToyWorldSpec: num_distractors ({self.num_distractors}) < 1')
-    if (self.clip_class == 'template') != (self.appearance_templates > 0):
-      raise ValueError(
-          f'ToyWorldSpec: appearance_templates '
-          f'({self.appearance_templates}) must be > 0 exactly when '
-          f"clip_class is 'template' (got {self.clip_class!r})")
 
 
 # The colour of every object when `ToyWorldSpec.object_colors == 'white'`.
@@ -254,8 +232,6 @@ WHITE = (230, 230, 230)
 
 def class_names(spec: ToyWorldSpec) -> Tuple[str, ...]:
   """The clip class names of `spec.clip_class` (index = label)."""
-  if spec.clip_class == 'template':
-    return tuple(f'look_{i}' for i in range(spec.appearance_templates))
   return CLASS_NAMES if spec.clip_class == 'pairs' else SHAPES
 
 
@@ -291,11 +267,6 @@ def _named_worlds() -> Dict[str, NamedWorld]:
       # only shapes, sizes, places and motions tell videos and objects apart.
       'plain': NamedWorld(ToyWorldSpec(background='flat',
                                        object_colors='white'), 500, 100),
-      # Four looks shared by all videos: a pretraining world in which a quarter of each batch looks like any
-      # given video, so the contrastive losses must tell them apart by
-      # motion (ToyWorldSpec.appearance_templates).
-      'motion': NamedWorld(ToyWorldSpec(clip_class='template',
-                                        appearance_templates=4), 500, 100),
   }
 
 
@@ -753,8 +724,6 @@ def render_video(seed: int, spec: Optional[ToyWorldSpec] = None,
   if not 0 <= label < n_classes:
     raise ValueError(f'label {label} outside [0, {n_classes}) '
                      f'(clip_class={spec.clip_class!r})')
-  if spec.clip_class == 'template':
-    return _render_look_video(rng, spec, label)
   num_objects = int(rng.integers(spec.min_objects, spec.max_objects + 1))
   if spec.clip_class == 'shape':
     motions = [m for _, m in KEY_ACTORS]
@@ -779,26 +748,6 @@ def render_video(seed: int, spec: Optional[ToyWorldSpec] = None,
         rng, spec, shape, motion, _object_color(rng, spec),
         _base_radius(rng, spec),
         _sample_modifiers(rng, spec, shape)))
-  frames, objects = render_scene(programs, spec, background,
-                                 noise_seed=int(rng.integers(2**31)))
-  return ToyVideo(frames=frames, label=label,
-                  label_text=class_names(spec)[label], objects=objects)
-
-
-def _render_look_video(rng: np.random.Generator, spec: ToyWorldSpec,
-                       label: int) -> ToyVideo:
-  """A clip_class 'template' scene: look `label`, the video's own motions."""
-  look = np.random.default_rng([_LOOK_SALT, label])
-  num_objects = int(look.integers(spec.min_objects, spec.max_objects + 1))
-  background = _sample_background(look, spec)
-  looks = [(SHAPES[look.integers(len(SHAPES))], _object_color(look, spec),
-            _base_radius(look, spec)) for _ in range(num_objects)]
-  programs = []
-  for shape, color, radius in looks:
-    motion = ('still' if rng.uniform() < _LOOK_STILL_PROB else
-              _MOVING[rng.integers(len(_MOVING))])
-    programs.append(_make_program(rng, spec, shape, motion, color, radius,
-                                  _sample_modifiers(rng, spec, shape)))
   frames, objects = render_scene(programs, spec, background,
                                  noise_seed=int(rng.integers(2**31)))
   return ToyVideo(frames=frames, label=label,

@@ -86,7 +86,7 @@ def build_action_localization_model(
       num_classes=num_classes, num_layers=h.num_layers, num_heads=h.num_heads,
       hidden_dim=h.hidden_dim, mlp_dim=h.mlp_dim,
       roi_crop_size=h.roi_crop_size, dropout_rate=h.dropout_rate,
-      normalize_features=h.normalize_features, tube_query=h.tube_query,
+      normalize_features=h.normalize_features,
       kernel_regularizer=l2_regularizer, name='action_transformer')
   return ActionLocalizationModel(
       backbone=backbone, head=head,

@@ -38,7 +38,6 @@ class ActionTransformerHead(tf_keras.layers.Layer):
                roi_crop_size: int = 4,
                dropout_rate: float = 0.0,
                normalize_features: bool = True,
-               tube_query: bool = False,
                kernel_regularizer=None,
                **kwargs):
     """Initializes the head.
@@ -54,11 +53,6 @@ class ActionTransformerHead(tf_keras.layers.Layer):
       normalize_features: L2-normalize the features per position (over
         channels) before pooling and projecting them, as pretraining's local
         head reads res5r; the head is then blind to the feature scale.
-      tube_query: the query reads the box's pooled feature on every feature
-        frame (the key-frame box held in place), concatenated, instead of
-        on the key frame's slice only. A box whose contents change over the
-        clip (someone walks through it) then differs from one whose
-        contents stay, even when the features carry no motion themselves.
       kernel_regularizer: optional kernel regularizer of the dense layers.
       **kwargs: keras Layer arguments.
     """
@@ -72,11 +66,9 @@ class ActionTransformerHead(tf_keras.layers.Layer):
                         num_heads=num_heads, hidden_dim=hidden_dim,
                         mlp_dim=mlp_dim, roi_crop_size=roi_crop_size,
                         dropout_rate=dropout_rate,
-                        normalize_features=normalize_features,
-                        tube_query=tube_query)
+                        normalize_features=normalize_features)
     self._roi_crop_size = roi_crop_size
     self._normalize_features = normalize_features
-    self._tube_query = tube_query
     self._query_projection = tf_keras.layers.Dense(
         hidden_dim, kernel_regularizer=kernel_regularizer, name='query_proj')
     # The query's box geometry tells the decoder where the person is, which
@@ -122,14 +114,8 @@ class ActionTransformerHead(tf_keras.layers.Layer):
     if self._normalize_features:
       features = tf.math.l2_normalize(features, axis=-1)
     boxes = tf.cast(boxes, tf.float32)
-    if self._tube_query:
-      pooled = tf.concat([
-          roi.roi_pool_vectors(features[:, i], boxes, self._roi_crop_size)
-          for i in range(t)
-      ], axis=-1)
-    else:
-      pooled = roi.roi_pool_vectors(features[:, key_frame_index(t)], boxes,
-                                    self._roi_crop_size)
+    key = features[:, key_frame_index(t)]
+    pooled = roi.roi_pool_vectors(key, boxes, self._roi_crop_size)
     box_geometry = tf.concat([
         (boxes[..., :2] + boxes[..., 2:]) / 2.0,  # centre y, x
         boxes[..., 2:] - boxes[..., :2],  # height, width

@@ -133,7 +133,7 @@ def test_unknown_toy_world_is_a_config_error():
   assert config.task.train_data.toy_world == 'pairs'
   config.override({'task': {'validation_data': {'toy_world': 'colours'}}})
   with pytest.raises(ValueError, match=r"validation_data.toy_world must be "
-                     r"one of \['motion', 'pairs', 'plain', 'shapes'\], got 'colours'"):
+                     r"one of \['pairs', 'plain', 'shapes'\], got 'colours'"):
     config.validate()
 
 

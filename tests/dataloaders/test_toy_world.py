@@ -414,63 +414,17 @@ def test_white_objects_in_tracking_and_ava_worlds():
     ('background', 'x', "background must be random or flat, got 'x'"),
     ('object_colors', 'grey', "object_colors must be random or white, got "
      "'grey'"),
-    ('clip_class', 'motion', "clip_class must be pairs or shape or template, "
-     "got 'motion'"),
+    ('clip_class', 'motion', "clip_class must be pairs or shape, got "
+     "'motion'"),
 ])
 def test_world_choice_fields_are_validated(field, value, message):
   with pytest.raises(ValueError, match=message):
     tw.ToyWorldSpec(**{field: value}).validate()
 
 
-@pytest.mark.parametrize('clip_class, templates', [('template', 0),
-                                                   ('pairs', 4)])
-def test_appearance_templates_go_with_the_template_class(clip_class,
-                                                         templates):
-  spec = tw.ToyWorldSpec(clip_class=clip_class,
-                         appearance_templates=templates)
-  with pytest.raises(ValueError, match=r'appearance_templates \(%d\) must be '
-                     r"> 0 exactly when clip_class is 'template' \(got %r\)"
-                     % (templates, clip_class)):
-    spec.validate()
-
-
-def test_motion_world_shares_looks_and_varies_motion():
-  spec = tw.dataclasses.replace(tw.named_world('motion').spec, num_frames=8)
-  assert (spec.clip_class, spec.appearance_templates) == ('template', 4)
-  assert tw.class_names(spec) == ('look_0', 'look_1', 'look_2', 'look_3')
-  videos = [tw.render_video(s, spec, label=1) for s in range(6)]
-  looks = [[(o.shape, o.color) for o in v.objects] for v in videos]
-  # Same look: the same shapes and colours in the same depth order, and the
-  # same background (frame pixels with no object in any video agree up to
-  # the pixel noise).
-  assert all(look == looks[0] for look in looks)
-  assert 3 <= len(looks[0]) <= 4
-  # ... but each video draws its own motions and places.
-  trajectories = {tuple(o.actions[0] for o in v.objects) for v in videos}
-  assert len(trajectories) > 1
-  # About 40 % of the objects stand still (id 1); 600 objects: std 2 %.
-  still = [o.actions[0] == 1 for s in range(200)
-           for o in tw.render_video(s, spec, label=0).objects]
-  assert 0.33 < np.mean(still) < 0.47
-  assert not np.allclose(videos[0].objects[0].boxes, videos[1].objects[0].boxes)
-  free = np.ones(videos[0].frames.shape[:3], bool)
-  for v in videos[:2]:
-    for o in v.objects:
-      for t, (y0, x0, y1, x1) in enumerate(o.boxes):
-        free[t, int(y0 * 64):int(np.ceil(y1 * 64)),
-             int(x0 * 64):int(np.ceil(x1 * 64))] = False
-  diff = (videos[0].frames.astype(int) - videos[1].frames.astype(int))[free]
-  assert free.mean() > 0.3 and np.abs(diff).mean() < 8
-  # Another look: other objects or colours.
-  other = tw.render_video(0, spec, label=2)
-  assert [(o.shape, o.color) for o in other.objects] != looks[0]
-  # Drawn labels cover the looks, and the label is the look.
-  assert {tw.render_video(s, spec).label for s in range(40)} == {0, 1, 2, 3}
-
-
 def test_unknown_world_name_is_rejected():
   with pytest.raises(ValueError, match=r"unknown toy world 'k400'; known: "
-                     r"\['motion', 'pairs', 'plain', 'shapes'\]"):
+                     r"\['pairs', 'plain', 'shapes'\]"):
     tw.named_world('k400')
   assert tw.named_world('pairs').spec == tw.ToyWorldSpec()
   # The plain world is the pairs world without colour.

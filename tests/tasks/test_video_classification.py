@@ -96,7 +96,7 @@ def test_unknown_toy_world_is_rejected():
   config = exp_factory.get_exp_config('const_cl_linear_eval_ucf101_toy')
   config.task.validation_data.toy_world = 'kinetics'
   with pytest.raises(ValueError, match="validation_data.toy_world must be one "
-                     "of \\['motion', 'pairs', 'plain', 'shapes'\\], got 'kinetics'"):
+                     "of \\['pairs', 'plain', 'shapes'\\], got 'kinetics'"):
     config.validate()
 
 
