@@ -168,6 +168,23 @@ def _masked_crc32c(data: bytes) -> int:
   return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+def _read_head(path: str, size: int) -> bytes:
+  """The first `size` bytes of `path` (local: `open`; remote: gfile)."""
+  if '://' in path:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      return f.read(size)
+  with open(path, 'rb') as f:
+    return f.read(size)
+
+
+def is_gzip_file(path: str) -> bool:
+  """Whether `path` starts with the GZIP magic bytes (1f 8b)."""
+  try:
+    return _read_head(path, 2) == b'\x1f\x8b'
+  except (OSError, tf.errors.OpError):
+    return False
+
+
 def first_record_header_ok(path: str) -> bool:
   """Whether `path` starts like a TFRecord file.
 
@@ -179,12 +196,7 @@ def first_record_header_ok(path: str) -> bool:
   `tf.io.gfile`, whose buffered reader may fetch up to 512 KiB of each.
   """
   try:
-    if '://' in path:
-      with tf.io.gfile.GFile(path, 'rb') as f:
-        header = f.read(12)
-    else:
-      with open(path, 'rb') as f:
-        header = f.read(12)
+    header = _read_head(path, 12)
   except (OSError, tf.errors.OpError):
     return False
   if not header:
@@ -210,10 +222,16 @@ def non_tfrecord_message(field: str, pattern: str, bad: Sequence[str],
   """The error naming `field`, its `pattern` and (some of) the `bad` files."""
   shown = ', '.join(bad[:3]) + (f' and {len(bad) - 3} more'
                                 if len(bad) > 3 else '')
+  # TFRecordWriter(..., options='GZIP') output: every reader here takes
+  # uncompressed records, and a gzip file fails the header check.
+  gzipped = [f for f in bad if is_gzip_file(f)]
+  hint = (f'; {len(gzipped)} of them GZIP-compressed (e.g. {gzipped[0]}): '
+          'these readers take uncompressed TFRecords, `zcat <file> > '
+          '<file>.tfrecord` writes one' if gzipped else '')
   return (f'{field}={pattern!r}: {len(bad)} of {num_files} files are not '
           f'TFRecord files (unreadable, or the first record header does not '
-          f'check): {shown}; tools/inspect_tfrecord.py --input_pattern=<file> '
-          'inspects one')
+          f'check): {shown}{hint}; tools/inspect_tfrecord.py '
+          '--input_pattern=<file> inspects one')
 
 
 def match_tfrecord_files(pattern: str, field: str,

@@ -1,4 +1,5 @@
 """TFRecord file checks of `dataloaders/video_records.py`."""
+import gzip
 import os
 
 import numpy as np
@@ -64,3 +65,28 @@ def test_match_names_the_field_and_the_bad_files(tmp_path):
   assert video_records.match_tfrecord_files(
       pattern, 'f', check_headers=False) == [good,
                                              str(tmp_path / 'a-1.tfrecord')]
+
+
+def test_gzip_compressed_records_are_named_as_such(tmp_path):
+  plain = _write_records(tmp_path / 'a-0.tfrecord', [b'payload'])
+  gz = str(tmp_path / 'a-1.tfrecord')
+  with tf.io.TFRecordWriter(gz, options='GZIP') as w:
+    w.write(b'payload')
+  # The compressed file holds a valid record, read with the right option...
+  assert [r.numpy() for r in tf.data.TFRecordDataset(
+      gz, compression_type='GZIP')] == [b'payload']
+  assert video_records.is_gzip_file(gz)
+  assert not video_records.is_gzip_file(plain)
+  assert not video_records.is_gzip_file(str(tmp_path))  # a directory
+  # ... and the message says so, with the way to an uncompressed copy.
+  with pytest.raises(ValueError, match=(
+      r'1 of 2 files are not TFRecord files .*a-1.tfrecord; 1 of them '
+      r'GZIP-compressed \(e.g. .*a-1.tfrecord\): these readers take '
+      r'uncompressed TFRecords, `zcat <file> > <file>.tfrecord` writes one; '
+      r'tools/inspect_tfrecord.py')):
+    video_records.match_tfrecord_files(str(tmp_path / 'a-*'), 'task.x')
+  # zcat's output (gzip.decompress here) is the uncompressed TFRecord.
+  with open(gz, 'rb') as f, open(tmp_path / 'b.tfrecord', 'wb') as g:
+    g.write(gzip.decompress(f.read()))
+  assert open(tmp_path / 'b.tfrecord', 'rb').read() == open(plain,
+                                                             'rb').read()
