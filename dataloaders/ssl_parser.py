@@ -347,14 +347,16 @@ def build_ssl_dataset(file_pattern: str,
     `tf.data.Dataset` of dicts with a leading batch dimension.
 
   Raises:
-    ValueError: naming `field`, when no file matches the pattern, or when a
-      file is not a TFRecord file (its first record header does not check):
-      without `skip_bad_records` at all, with it if every file is; else such
-      files are skipped and logged.
+    ValueError: naming `field`, when no file matches the pattern, when
+      every matched file is empty, or when a file is not a TFRecord file
+      (its first record header does not check): without `skip_bad_records`
+      at all, with it if every file is; else such files are skipped and
+      logged.
   """
   files = video_records.match_tfrecord_files(file_pattern or '', field,
                                              check_headers=False)
-  bad = video_records.non_tfrecord_files(files)
+  statuses = video_records.tfrecord_file_statuses(files)
+  bad = [f for f, s in zip(files, statuses) if s == 'bad']
   if bad:
     message = video_records.non_tfrecord_message(field, file_pattern, bad,
                                                  len(files))
@@ -366,6 +368,10 @@ def build_ssl_dataset(file_pattern: str,
     logging.warning('build_ssl_dataset: skipping files: %s', message)
     bad = set(bad)
     files = [f for f in files if f not in bad]
+  if 'ok' not in statuses:
+    # Only empty files are left: the dataset would end before step 1.
+    raise ValueError(video_records.no_records_message(
+        field, file_pattern, len(files)))
   if skip_examples < 0 or (skip_examples and not is_training):
     raise ValueError(f'skip_examples ({skip_examples}) must be >= 0, and 0 '
                      f'for evaluation data ({file_pattern!r})')

@@ -185,6 +185,20 @@ def is_gzip_file(path: str) -> bool:
     return False
 
 
+def _header_status(path: str) -> str:
+  """'ok', 'empty' (a TFRecord file without records) or 'bad'."""
+  try:
+    header = _read_head(path, 12)
+  except (OSError, tf.errors.OpError):
+    return 'bad'
+  if not header:
+    return 'empty'
+  if len(header) < 12:
+    return 'bad'
+  (crc,) = struct.unpack('<I', header[8:])
+  return 'ok' if _masked_crc32c(header[:8]) == crc else 'bad'
+
+
 def first_record_header_ok(path: str) -> bool:
   """Whether `path` starts like a TFRecord file.
 
@@ -195,26 +209,29 @@ def first_record_header_ok(path: str) -> bool:
   one. Local files are read with `open`; remote ones (`scheme://`) with
   `tf.io.gfile`, whose buffered reader may fetch up to 512 KiB of each.
   """
-  try:
-    header = _read_head(path, 12)
-  except (OSError, tf.errors.OpError):
-    return False
-  if not header:
-    return True
-  if len(header) < 12:
-    return False
-  (crc,) = struct.unpack('<I', header[8:])
-  return _masked_crc32c(header[:8]) == crc
+  return _header_status(path) != 'bad'
 
 
-def non_tfrecord_files(files: Sequence[str]) -> List[str]:
-  """The files of `files` whose first record header does not check.
+def tfrecord_file_statuses(files: Sequence[str]) -> List[str]:
+  """Per file: 'ok', 'empty' or 'bad' (see `first_record_header_ok`).
 
   A header check only: a file corrupted further in fails when it is read.
   """
   with futures.ThreadPoolExecutor(max_workers=16) as pool:
-    ok = list(pool.map(first_record_header_ok, files))
-  return [f for f, good in zip(files, ok) if not good]
+    return list(pool.map(_header_status, files))
+
+
+def non_tfrecord_files(files: Sequence[str]) -> List[str]:
+  """The files of `files` whose first record header does not check."""
+  statuses = tfrecord_file_statuses(files)
+  return [f for f, s in zip(files, statuses) if s == 'bad']
+
+
+def no_records_message(field: str, pattern: str, num_files: int) -> str:
+  """The error for a pattern whose TFRecord files are all empty."""
+  return (f'{field}={pattern!r}: no records: all {num_files} matched files '
+          'are empty (a converter that wrote no example leaves such a '
+          'shard)')
 
 
 def non_tfrecord_message(field: str, pattern: str, bad: Sequence[str],
@@ -240,7 +257,8 @@ def match_tfrecord_files(pattern: str, field: str,
 
   Raises:
     ValueError: naming `field` when nothing matches, or (with
-      `check_headers`) when a matched file is not a TFRecord file.
+      `check_headers`) when a matched file is not a TFRecord file or every
+      matched file is empty.
   """
   files = []
   for p in pattern.split(','):
@@ -249,7 +267,10 @@ def match_tfrecord_files(pattern: str, field: str,
   if not files:
     raise ValueError(f'{field}={pattern!r} matches no file')
   if check_headers:
-    bad = non_tfrecord_files(files)
+    statuses = tfrecord_file_statuses(files)
+    bad = [f for f, s in zip(files, statuses) if s == 'bad']
     if bad:
       raise ValueError(non_tfrecord_message(field, pattern, bad, len(files)))
+    if all(s == 'empty' for s in statuses):
+      raise ValueError(no_records_message(field, pattern, len(files)))
   return files

@@ -1,4 +1,6 @@
 """Tests of dataloaders/ssl_parser.py (two-view SSL pipeline)."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -228,3 +230,30 @@ def test_file_that_is_not_a_tfrecord_error_or_logged_skip(tmp_path):
   with pytest.raises(ValueError, match='1 of 1 files'):
     ssl_parser.build_ssl_dataset(str(tmp_path / 'v-1.tfrecord'), parser, 1,
                                  False, skip_bad_records=True)
+
+
+def test_only_empty_files_is_an_error_naming_the_field(tmp_path):
+  # A converter that wrote no example leaves an empty shard; reading it
+  # used to end in an OutOfRangeError at the first training step.
+  _write(tmp_path / 'e-0.tfrecord', [])
+  assert os.path.getsize(tmp_path / 'e-0.tfrecord') == 0
+  parser = ssl_parser.Parser(num_frames=2, stride=1, crop_size=8)
+  message = (r"task.train_data.input_path='.*e-\*.tfrecord': no records: "
+             r'all 1 matched files are empty')
+  with pytest.raises(ValueError, match=message):
+    ssl_parser.build_ssl_dataset(str(tmp_path / 'e-*.tfrecord'), parser, 1,
+                                 True, field='task.train_data.input_path')
+  # Empty beside a skipped bad file: still nothing to read.
+  with open(tmp_path / 'e-1.tfrecord', 'wb') as f:
+    f.write(b'not a record file at all')
+  with pytest.raises(ValueError, match=message):
+    ssl_parser.build_ssl_dataset(str(tmp_path / 'e-*.tfrecord'), parser, 1,
+                                 True, skip_bad_records=True,
+                                 field='task.train_data.input_path')
+  # One empty shard beside a real one is fine (the converters' last shard).
+  _write(tmp_path / 'f-0.tfrecord', [
+      video_records.make_sequence_example(_frames(4, 0), label=[3])])
+  _write(tmp_path / 'f-1.tfrecord', [])
+  ds = ssl_parser.build_ssl_dataset(str(tmp_path / 'f-*.tfrecord'), parser,
+                                    1, False)
+  assert [int(b['label'].numpy()[0]) for b in ds] == [3]

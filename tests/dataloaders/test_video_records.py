@@ -90,3 +90,18 @@ def test_gzip_compressed_records_are_named_as_such(tmp_path):
     g.write(gzip.decompress(f.read()))
   assert open(tmp_path / 'b.tfrecord', 'rb').read() == open(plain,
                                                              'rb').read()
+
+
+def test_match_refuses_a_pattern_of_empty_files_only(tmp_path):
+  for name in ('a-0', 'a-1'):
+    _write_records(tmp_path / f'{name}.tfrecord', [])
+  assert [video_records.tfrecord_file_statuses(
+      [str(tmp_path / 'a-0.tfrecord'), str(tmp_path)])] == [['empty', 'bad']]
+  with pytest.raises(ValueError, match=(
+      r"task.train_data.input_path='.*a-\*': no records: all 2 matched "
+      r'files are empty')):
+    video_records.match_tfrecord_files(str(tmp_path / 'a-*'),
+                                       'task.train_data.input_path')
+  good = _write_records(tmp_path / 'a-2.tfrecord', [b'x'])
+  assert video_records.match_tfrecord_files(
+      str(tmp_path / 'a-*'), 'f')[-1] == good
