@@ -22,9 +22,19 @@ _BOX_COLOR_BGR = (0, 255, 0)
 
 
 def list_files(pattern: str) -> List[str]:
+  """The files matching `pattern`, sorted; errors name what is wrong.
+
+  A file too short to hold one record reads as zero records through
+  tf.data, so the header check runs first: a file that is not a TFRecord
+  file is an error naming it, not "0 records".
+  """
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise FileNotFoundError(f'no files match {pattern!r}')
+  bad = video_records.non_tfrecord_files(files)
+  if bad:
+    raise ValueError(video_records.non_tfrecord_message(
+        '--input_pattern', pattern, bad, len(files), inspect_hint=False))
   return files
 
 

@@ -235,8 +235,11 @@ def no_records_message(field: str, pattern: str, num_files: int) -> str:
 
 
 def non_tfrecord_message(field: str, pattern: str, bad: Sequence[str],
-                         num_files: int) -> str:
-  """The error naming `field`, its `pattern` and (some of) the `bad` files."""
+                         num_files: int, inspect_hint: bool = True) -> str:
+  """The error naming `field`, its `pattern` and (some of) the `bad` files.
+
+  `inspect_hint` adds how to inspect one (not from the inspector itself).
+  """
   shown = ', '.join(bad[:3]) + (f' and {len(bad) - 3} more'
                                 if len(bad) > 3 else '')
   # TFRecordWriter(..., options='GZIP') output: every reader here takes
@@ -247,8 +250,9 @@ def non_tfrecord_message(field: str, pattern: str, bad: Sequence[str],
           '<file>.tfrecord` writes one' if gzipped else '')
   return (f'{field}={pattern!r}: {len(bad)} of {num_files} files are not '
           f'TFRecord files (unreadable, or the first record header does not '
-          f'check): {shown}{hint}; tools/inspect_tfrecord.py '
-          '--input_pattern=<file> inspects one')
+          f'check): {shown}{hint}' +
+          ('; tools/inspect_tfrecord.py --input_pattern=<file> inspects one'
+           if inspect_hint else ''))
 
 
 def match_tfrecord_files(pattern: str, field: str,

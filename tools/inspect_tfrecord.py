@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+import tensorflow as tf
 
 from dataloaders import inspect as inspect_lib
 
@@ -51,7 +52,7 @@ def main(argv):
           frames_per_video=FLAGS.frames_per_video, label_names=names)
       print(f'contact sheet {sheet.shape[1]}x{sheet.shape[0]} -> '
             f'{FLAGS.contact_sheet}')
-  except (ValueError, OSError) as e:
+  except (ValueError, OSError, tf.errors.OpError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   return 0

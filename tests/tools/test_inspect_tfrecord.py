@@ -100,9 +100,31 @@ def test_contact_sheet_size_and_boxes(synthetic):
 def test_marker_files_matched_by_the_pattern_are_an_error(synthetic, tmp_path):
   (tmp_path / 'v-00000-of-00002.tfrecord.done').write_text(
       json.dumps({'fingerprint': '0' * 64, 'results': {}}))
-  with pytest.raises(ValueError, match=r'\.done is not a \(complete\) '
-                     'TFRecord file'):
+  with pytest.raises(ValueError, match=(
+      r"--input_pattern='.*v-\*': 1 of 3 files are not TFRecord files .*: "
+      r'.*v-00000-of-00002\.tfrecord\.done$')):
     inspect_lib.compute_stats(str(tmp_path / 'v-*'))
+
+
+def test_tool_names_a_short_non_tfrecord_file_and_a_missing_label_map(
+    synthetic, tmp_path):
+  # 8 bytes: too short for one record, so tf.data reads it as 0 records.
+  garbage = tmp_path / 'garbage.tfrecord'
+  garbage.write_bytes(b'garbage\n')
+  run = lambda *args: subprocess.run(
+      [sys.executable, TOOL, *args], capture_output=True, text=True,
+      check=False)
+  proc = run(f'--input_pattern={garbage}')
+  assert proc.returncode == 2
+  assert proc.stderr.strip().endswith(
+      f"error: --input_pattern='{garbage}': 1 of 1 files are not TFRecord "
+      'files (unreadable, or the first record header does not check): '
+      f'{garbage}')
+  proc = run(f'--input_pattern={synthetic}',
+             f'--label_map={tmp_path / "nothere.txt"}')
+  assert proc.returncode == 2
+  assert 'error: ' in proc.stderr and 'nothere.txt' in proc.stderr
+  assert 'Traceback' not in proc.stderr
 
 
 def test_tool_on_converted_real_video(tmp_path):
