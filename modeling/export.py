@@ -105,8 +105,38 @@ def restore_pretrain_checkpoint(model: tf_keras.Model, checkpoint: str,
         'checkpoint of the same experiment (backbone, global head and local '
         'head with the same sizes). Restoring said: '
         f'{" ".join(message)[:600]}') from e
+  extra = _checkpoint_only_objects(path, model)
+  if extra:
+    shown = ', '.join(sorted(extra, key=len)[:3])
+    raise ValueError(
+        f'{path!r} does not fit {description}: the checkpoint holds '
+        f'{len(extra)} model objects that {description} does not have (e.g. '
+        f'{shown}), so they would be dropped; is it a checkpoint of another '
+        'experiment variant (ConST-CL has res5r and a local head, CVRL '
+        'neither)?')
   logging.info('Restored %s from %s', description, path)
   return path
+
+
+def _checkpoint_only_objects(path: str, model: tf_keras.Model) -> List[str]:
+  """Paths of the checkpoint's `model` objects that `model` does not have.
+
+  `assert_existing_objects_matched` catches model variables missing from
+  the checkpoint, not the other way round: a ConST-CL checkpoint read into
+  the smaller CVRL model would lose res5r and the local head silently.
+  """
+  view = tf.train.CheckpointView(path)
+  root = view.children(0)['model']
+  names = {root: 'model'}
+  stack = [root]
+  while stack:
+    node = stack.pop()
+    for key, child in view.children(node).items():
+      if child not in names:
+        names[child] = f'{names[node]}/{key}'
+        stack.append(child)
+  matched = view.match(tf.train.Checkpoint(model=model))
+  return [name for node, name in names.items() if node not in matched]
 
 
 def global_projection_head(model: tf_keras.Model) -> tf_keras.layers.Layer:

@@ -90,6 +90,25 @@ def test_wrong_checkpoints_say_what_was_expected(toy, tmp_path):
     export_lib.restore_pretrain_checkpoint(model, path)
 
 
+def test_const_cl_checkpoint_into_the_cvrl_model_is_refused(toy):
+  # The CVRL model is the ConST-CL one without res5r and the local head:
+  # every one of its variables is in the checkpoint, so only the extra
+  # objects tell the checkpoint is another variant's.
+  _, _, ckpt_dir = toy
+  cvrl = features_lib.build_pretrain_model(
+      features_lib.load_experiment_config(
+          'const_cl_ablation_baseline_cvrl_toy'))
+  with pytest.raises(ValueError, match=(
+      r'does not fit CVRL: the checkpoint holds \d+ model objects that CVRL '
+      r'does not have \(e.g. model/_local_head.*\), so they would be '
+      r'dropped; is it a checkpoint of another experiment variant')):
+    export_lib.restore_pretrain_checkpoint(cvrl, ckpt_dir, 'CVRL')
+  # Its own variant's checkpoint has nothing extra.
+  path = tf.train.Checkpoint(model=cvrl).save(
+      os.path.join(ckpt_dir + '_cvrl', 'ckpt'))
+  assert export_lib.restore_pretrain_checkpoint(cvrl, path, 'CVRL') == path
+
+
 def test_tool_reports_missing_checkpoint(tmp_path):
   missing = str(tmp_path / 'nothing_here')
   proc = subprocess.run(
