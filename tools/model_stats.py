@@ -29,6 +29,7 @@ from official.common import flags as tfm_flags
 from official.core import train_utils
 from official.vision.modeling import factory_3d
 
+from configs import const_cl as exp_cfg
 from modeling import model_stats
 from tasks import registry_imports  # pylint: disable=unused-import
 
@@ -42,6 +43,12 @@ FLAGS = flags.FLAGS
 def main(_):
   params = train_utils.parse_configuration(FLAGS)
   task = params.task
+  if not isinstance(task, exp_cfg.ConstCLPretrainTask):
+    print(f'error: --experiment={FLAGS.experiment} is not a pretraining '
+          f'experiment (task config {type(task).__name__}); this tool '
+          'measures the ConST-CL and CVRL pretraining models',
+          file=sys.stderr)
+    return 2
   data = task.train_data
   model = factory_3d.build_model(
       task.model.model_type,
