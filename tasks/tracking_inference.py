@@ -270,6 +270,14 @@ def track_sequence(sequence: tracking_readers.Sequence,
     tracker = SiamFCTracker(embed_fn, **tracker_kwargs)
   if len(sequence.boxes) == 0:
     raise ValueError(f'sequence {sequence.name} has no initial box')
+  if not np.all(np.asarray(sequence.boxes[0])[2:] > 0):
+    first = (os.path.dirname(sequence.frame_paths[0])
+             if sequence.frame_paths else '')
+    box = [float(v) for v in sequence.boxes[0]]
+    raise ValueError(
+        f'sequence {sequence.name} (frames in {first}): its first '
+        f'ground-truth box {box} has no area (w, h must be > 0); '
+        'tracking starts from it')
   cache = _FrameCache(sequence)
   c = tracker.context_frames
   n = len(sequence.frame_paths)

@@ -130,6 +130,16 @@ def test_clips_hold_neighbours_with_repeated_edges(tmp_path):
   np.testing.assert_array_equal(np.stack(seen), expected)
 
 
+def test_first_box_without_area_names_the_sequence(tmp_path):
+  sequence = tracking_readers.Sequence(
+      name='B', frame_paths=[str(tmp_path / 'B' / 'img' / '0001.jpg')],
+      boxes=np.array([[10.0, 10.0, 0.0, 0.0]]))
+  with pytest.raises(ValueError, match=(
+      r'^sequence B \(frames in .*B/img\): its first ground-truth box '
+      r'\[10.0, 10.0, 0.0, 0.0\] has no area')):
+    tracking_inference.track_sequence(sequence, _pooled_pixels)
+
+
 def test_tracker_errors():
   tracker = tracking_inference.SiamFCTracker(_pooled_pixels)
   frame = np.zeros((64, 64, 3), np.float32)
