@@ -234,7 +234,10 @@ def _decode_clips(path: str, key_times: Sequence[float], opts: ClipOptions):
   """Yields (i, frames [T, H, W, 3] RGB uint8, key_index) or (i, None, why).
 
   Decodes the video once, sequentially, keeping only the frames that some
-  clip needs; frames before 0 or past the end repeat the edge frame.
+  clip needs; clip frames before 0 or past the end repeat the edge frame,
+  but a key frame more than one frame past the last frame (by the
+  container's frame count, else by what decodes) is not a valid example:
+  (i, None, 'key_frame_past_end_of_video').
   """
   import cv2  # pylint: disable=g-import-not-at-top
   cap = cv2.VideoCapture(path)
@@ -245,14 +248,23 @@ def _decode_clips(path: str, key_times: Sequence[float], opts: ClipOptions):
     if not src_fps or not np.isfinite(src_fps) or src_fps <= 0:
       raise IOError(f'{path}: unknown frame rate ({src_fps})')
     n_reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    # plans[j] = (position in key_times, frame indices, key index, key frame
+    # index in the source).
     plans = []
-    for t in key_times:
+    for i, t in enumerate(key_times):
       idx, key_index = clip_frame_indices(t, src_fps, opts)
+      key_src = int(round(t * src_fps + 1e-6))
+      # Same one-frame tolerance as the check on decoded frames below. The
+      # key frame is checked before clamping: clamped, it would be the
+      # frozen last frame.
+      if n_reported > 0 and key_src > n_reported:
+        yield i, None, 'key_frame_past_end_of_video'
+        continue
       idx = np.maximum(idx, 0)
       if n_reported > 0:
         idx = np.minimum(idx, n_reported - 1)
-      plans.append((idx, key_index, int(round(t * src_fps + 1e-6))))
-    needed = sorted({int(i) for p in plans for i in p[0]})
+      plans.append((i, idx, key_index, key_src))
+    needed = sorted({int(i) for p in plans for i in p[1]})
     stored = {}
     pos = 0
     last = None
@@ -280,32 +292,32 @@ def _decode_clips(path: str, key_times: Sequence[float], opts: ClipOptions):
         last, last_index = stored[pos], pos
       pos += 1
       # Emit every clip whose frames are all read, then free unused frames.
-      while pending < len(plans) and plans[pending][0].max() < pos:
-        idx, key_index, _ = plans[pending]
-        yield pending, np.stack([stored[int(i)] for i in idx]), key_index
+      while pending < len(plans) and plans[pending][1].max() < pos:
+        i, idx, key_index, _ = plans[pending]
+        yield i, np.stack([stored[int(k)] for k in idx]), key_index
         pending += 1
         if pending < len(plans):
-          lo = int(plans[pending][0].min())
+          lo = int(plans[pending][1].min())
           for k in [k for k in stored if k < lo]:
             del stored[k]
     # The stream ended early (frame count over-reported): clamp to the last
     # decoded frame, but a key frame beyond the end is not a valid example.
     while pending < len(plans):
-      idx, key_index, key_src = plans[pending]
+      i, idx, key_index, key_src = plans[pending]
       if last is None:
-        yield pending, None, 'no_frame_decoded'
+        yield i, None, 'no_frame_decoded'
       elif key_src > last_index + 1:
-        yield pending, None, 'key_frame_past_end_of_video'
+        yield i, None, 'key_frame_past_end_of_video'
       else:
-        frames = [stored.get(int(i), None) for i in idx]
+        frames = [stored.get(int(k), None) for k in idx]
         avail = sorted(k for k in stored)
         clip = []
-        for i, f in zip(idx, frames):
+        for k, f in zip(idx, frames):
           if f is None:
-            before = [k for k in avail if k <= i]
+            before = [a for a in avail if a <= k]
             f = stored[before[-1]] if before else stored[avail[0]]
           clip.append(f)
-        yield pending, np.stack(clip), key_index
+        yield i, np.stack(clip), key_index
       pending += 1
   finally:
     cap.release()

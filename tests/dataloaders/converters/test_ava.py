@@ -225,3 +225,24 @@ def test_clip_frame_indices():
   np.testing.assert_array_equal(idx, np.round(
       (2.0 + np.array([-2, -1, 0, 1]) * 2 / 30) * 25))
   assert key == 2
+
+
+def test_key_frame_past_end_of_video_is_skipped(ava_set):
+  # vidA has 40 frames at 10 fps (4 s) and its container reports the count:
+  # key frames at 5 s and 9999 s are past the end, not clips of the frozen
+  # last frame; 3 s (frames 28..31) is a normal clip.
+  (ava_set / 'late.csv').write_text(
+      'vidA,0003,0.1,0.2,0.5,0.8,1,0\n'
+      'vidA,0005,0.1,0.2,0.5,0.8,1,0\n'
+      'vidA,9999,0.1,0.2,0.5,0.8,1,0\n')
+  summary = ava.convert(str(ava_set / 'late.csv'),
+                        str(ava_set / 'labels.pbtxt'),
+                        str(ava_set / 'videos'), str(ava_set / 'out'),
+                        opts=ava.ClipOptions(num_frames=4, stride=1, fps=10,
+                                             short_side=24))
+  assert summary['key_frames_written'] == 1
+  assert summary['skipped_key_frames'] == {'key_frame_past_end_of_video': 2}
+  records = _read(str(ava_set / 'out' / 'ava-*.tfrecord'))
+  assert sorted(records) == [('vidA', 3.0)]
+  src = _source_means(ava_set / 'videos' / 'vidA.mp4')
+  _assert_frames_are(records[('vidA', 3.0)]['frames'], src, [28, 29, 30, 31])
