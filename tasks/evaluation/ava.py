@@ -45,8 +45,13 @@ MAX_DETECTIONS_PER_FRAME = 50
 MALFORMED = 'malformed'
 OUT_OF_RANGE = 'coordinates_out_of_range'
 INVERTED_BOX = 'inverted_box'
+# Ground truth only: a box with xmax == xmin or ymax == ymin has no area, no
+# detection can reach IoU 0.5 with it, and training would see no box.
+# Zero-area detections stay (false positives, as in the official evaluator).
+ZERO_AREA_BOX = 'zero_area_box'
 UNKNOWN_ACTION = 'action_id_not_in_labelmap'
-BAD_ROW_REASONS = (MALFORMED, OUT_OF_RANGE, INVERTED_BOX, UNKNOWN_ACTION)
+BAD_ROW_REASONS = (MALFORMED, OUT_OF_RANGE, INVERTED_BOX, ZERO_AREA_BOX,
+                   UNKNOWN_ACTION)
 
 # Coordinates within this distance outside [0, 1] are float noise: clipped.
 _COORD_TOLERANCE = 1e-6
@@ -273,6 +278,8 @@ def parse_row(fields: Sequence[str], kind: str,
   x1, y1, x2, y2 = [min(max(c, 0.0), 1.0) for c in coords]
   if x2 < x1 or y2 < y1:
     return None, INVERTED_BOX
+  if kind == 'groundtruth' and (x2 == x1 or y2 == y1):
+    return None, ZERO_AREA_BOX
   if class_ids is not None and action_id not in class_ids:
     return None, UNKNOWN_ACTION
   return AvaRow(video_id, timestamp, (x1, y1, x2, y2), action_id, person_id,

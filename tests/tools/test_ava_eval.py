@@ -51,3 +51,27 @@ def test_ava_eval_tool_writes_expected_json(tmp_path):
       'exclusions': {}}
   assert 'mAP@0.5IoU = 0.8333 over 2 classes' in proc.stdout
   assert 'skipped 1 groundtruth row(s): coordinates_out_of_range' in proc.stdout
+
+
+def _run(tmp_path, gt_text, exclusions_text=None):
+  (tmp_path / 'l.pbtxt').write_text('label { name: "bend" label_id: 1 }\n')
+  (tmp_path / 'gt.csv').write_text(gt_text)
+  (tmp_path / 'det.csv').write_text('v1,902,0.1,0.1,0.4,0.6,1,0.5\n')
+  args = [sys.executable, 'tools/ava_eval.py',
+          f'--labelmap={tmp_path / "l.pbtxt"}',
+          f'--groundtruth={tmp_path / "gt.csv"}',
+          f'--detections={tmp_path / "det.csv"}']
+  if exclusions_text is not None:
+    (tmp_path / 'exc.csv').write_text(exclusions_text)
+    args.append(f'--exclusions={tmp_path / "exc.csv"}')
+  return subprocess.run(args, cwd=REPO, capture_output=True, text=True,
+                        timeout=120, check=False)
+
+
+def test_zero_area_groundtruth_skipped_and_reported(tmp_path):
+  proc = _run(tmp_path, 'v1,0902,0.100,0.100,0.400,0.600,1,0\n'
+                        'v1,0902,0.400,0.100,0.400,0.600,1,1\n')
+  assert proc.returncode == 0, proc.stderr
+  assert 'mAP@0.5IoU = 1.0000 over 1 classes' in proc.stdout
+  assert 'skipped 1 groundtruth row(s): zero_area_box' in proc.stdout
+

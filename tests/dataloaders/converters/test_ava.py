@@ -246,3 +246,21 @@ def test_key_frame_past_end_of_video_is_skipped(ava_set):
   assert sorted(records) == [('vidA', 3.0)]
   src = _source_means(ava_set / 'videos' / 'vidA.mp4')
   _assert_frames_are(records[('vidA', 3.0)]['frames'], src, [28, 29, 30, 31])
+
+
+def test_zero_area_boxes_are_skipped_and_counted(ava_set):
+  (ava_set / 'flat.csv').write_text(
+      'vidA,0001,0.1,0.2,0.5,0.8,1,0\n'
+      'vidA,0001,0.6,0.2,0.6,0.8,1,1\n'    # xmax == xmin
+      'vidA,0003,0.1,0.5,0.5,0.5,1,0\n')   # ymax == ymin: no key frame left
+  summary = ava.convert(str(ava_set / 'flat.csv'),
+                        str(ava_set / 'labels.pbtxt'),
+                        str(ava_set / 'videos'), str(ava_set / 'out'),
+                        opts=ava.ClipOptions(num_frames=2, stride=1, fps=10,
+                                             short_side=24))
+  assert summary['bad_rows']['annotations'] == {'zero_area_box': 2}
+  assert summary['key_frames_in_csv'] == 1
+  assert summary['key_frames_written'] == 1
+  assert summary['boxes_written'] == 1
+  assert 'skipped 2 annotations row(s): zero_area_box' in ava.format_summary(
+      summary)

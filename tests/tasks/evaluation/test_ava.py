@@ -214,3 +214,21 @@ def test_write_detections_csv_round_trip(tmp_path):
   assert [(r.video_id, r.timestamp, r.box, r.action_id, r.score)
           for r in rows] == [('v', 902.0, (0.1, 0.2, 0.3, 0.4), 5, 0.25),
                              ('k', 12.5, (0., 0., 1., 1.), 3, 0.5)]
+
+
+def test_zero_area_groundtruth_rows_are_skipped_and_counted(tmp_path):
+  gt = tmp_path / 'gt.csv'
+  gt.write_text('v,0902,0.1,0.1,0.4,0.6,1,0\n'
+                'v,0902,0.4,0.1,0.4,0.6,1,1\n'    # xmax == xmin
+                'v,0902,0.1,0.6,0.4,0.6,1,2\n')   # ymax == ymin
+  bad = collections.Counter()
+  rows = ava.read_groundtruth_csv(str(gt), {1}, bad)
+  assert bad == {ava.ZERO_AREA_BOX: 2}
+  assert [r.person_id for r in rows] == [0]
+  # A zero-area detection is a false positive (official protocol): kept.
+  det = tmp_path / 'det.csv'
+  det.write_text('v,902,0.4,0.1,0.4,0.6,1,0.75\n')
+  bad = collections.Counter()
+  assert len(ava.read_detections_csv(str(det), {1}, bad)) == 1
+  assert not bad
+
