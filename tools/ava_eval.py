@@ -11,6 +11,10 @@ Usage:
 Prints AP per class, the mean over the classes with ground truth, and the rows
 skipped by reason. The JSON holds `mAP`, `per_class`, `num_classes_evaluated`,
 `bad_rows` and the other fields of `tasks.evaluation.ava.evaluate`.
+
+Exit status: 0 with a mAP; 1 when no class has ground truth left after the
+exclusions (mAP undefined); 2 when the inputs are unusable (unreadable file,
+label map that does not parse, no usable ground-truth row).
 """
 import json
 import math
@@ -46,8 +50,12 @@ def _jsonable(value):
 
 def main(argv):
   del argv
-  result = ava.evaluate_files(_LABELMAP.value, _GROUNDTRUTH.value,
-                              _DETECTIONS.value, _EXCLUSIONS.value)
+  try:
+    result = ava.evaluate_files(_LABELMAP.value, _GROUNDTRUTH.value,
+                                _DETECTIONS.value, _EXCLUSIONS.value)
+  except (ValueError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   width = max([len(n) for n in result['per_class']] + [10])
   for name, ap in result['per_class'].items():
     print(f'{name:<{width}}  AP@0.5IoU = {ap:.4f}')
@@ -65,6 +73,13 @@ def main(argv):
     os.makedirs(out_dir, exist_ok=True)
     with open(_OUTPUT_JSON.value, 'w', encoding='utf-8') as f:
       json.dump(_jsonable(result), f, indent=2)
+  if not result['num_classes_evaluated']:
+    # E.g. every ground-truth frame excluded: the mAP above is NaN.
+    print(f'error: no class of {_LABELMAP.value} has ground truth left in '
+          f'{_GROUNDTRUTH.value} (see the counts above); the mAP is '
+          'undefined', file=sys.stderr)
+    return 1
+  return 0
 
 
 if __name__ == '__main__':

@@ -625,12 +625,21 @@ def evaluate_files(labelmap_path: str, groundtruth_path: str,
 
   `bad_rows` maps 'groundtruth' / 'detections' / 'exclusions' to
   {reason: count} of the rows skipped while reading.
+
+  Raises:
+    ValueError naming the ground-truth file when none of its rows is usable
+      (the mAP would be NaN over 0 classes), with the skip reasons.
   """
   labelmap = read_labelmap(labelmap_path)
   bad = {k: collections.Counter()
          for k in ('groundtruth', 'detections', 'exclusions')}
   class_ids = set(labelmap)
   gt = read_groundtruth_csv(groundtruth_path, class_ids, bad['groundtruth'])
+  if not gt:
+    reasons = ', '.join(f'{n} {why}' for why, n in
+                        sorted(bad['groundtruth'].items())) or 'empty file'
+    raise ValueError(f'{groundtruth_path}: no usable ground-truth row '
+                     f'(skipped: {reasons}); nothing to evaluate')
   dets = read_detections_csv(detections_path, class_ids, bad['detections'])
   excluded = (read_exclusions_csv(exclusions_path, bad['exclusions'])
               if exclusions_path else set())

@@ -75,3 +75,20 @@ def test_zero_area_groundtruth_skipped_and_reported(tmp_path):
   assert 'mAP@0.5IoU = 1.0000 over 1 classes' in proc.stdout
   assert 'skipped 1 groundtruth row(s): zero_area_box' in proc.stdout
 
+
+def test_no_usable_groundtruth_is_an_error_not_nan(tmp_path):
+  # Pixel coordinates: every row is out of [0, 1].
+  proc = _run(tmp_path, 'v1,0902,32,24,128,144,1,0\n'
+                        'v1,0903,32,24,128,144,1,0\n')
+  assert proc.returncode == 2
+  assert 'nan' not in proc.stdout
+  assert (f'error: {tmp_path / "gt.csv"}: no usable ground-truth row '
+          '(skipped: 2 coordinates_out_of_range)') in proc.stderr
+
+
+def test_every_groundtruth_frame_excluded_exits_1(tmp_path):
+  proc = _run(tmp_path, 'v1,0902,0.100,0.100,0.400,0.600,1,0\n',
+              exclusions_text='v1,0902\n')
+  assert proc.returncode == 1
+  assert 'has ground truth left in' in proc.stderr
+  assert 'the mAP is undefined' in proc.stderr

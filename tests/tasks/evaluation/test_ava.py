@@ -232,3 +232,15 @@ def test_zero_area_groundtruth_rows_are_skipped_and_counted(tmp_path):
   assert len(ava.read_detections_csv(str(det), {1}, bad)) == 1
   assert not bad
 
+
+def test_evaluate_files_without_usable_groundtruth_is_an_error(tmp_path):
+  (tmp_path / 'l.pbtxt').write_text('label { name: "bend" label_id: 1 }\n')
+  gt = tmp_path / 'gt.csv'
+  gt.write_text('v,0902,32,24,128,144,1,0\n'      # pixels, not normalized
+                'v,0902,0.4,0.1,0.4,0.6,1,1\n')   # zero area
+  (tmp_path / 'det.csv').write_text('v,902,0.1,0.1,0.4,0.6,1,0.5\n')
+  with pytest.raises(ValueError, match=(
+      r'gt\.csv: no usable ground-truth row \(skipped: 1 '
+      r'coordinates_out_of_range, 1 zero_area_box\)')):
+    ava.evaluate_files(str(tmp_path / 'l.pbtxt'), str(gt),
+                       str(tmp_path / 'det.csv'))
