@@ -16,6 +16,11 @@ when the clips are stored as `<youtube_id>_<start:06d>_<end:06d>.mp4`.
 Rerunning the same command resumes: shards with a matching `.done` marker are
 skipped. The closing summary (missing/unreadable videos, skipped key frames,
 bad rows by reason) is printed and written to `<prefix>-summary.json`.
+
+Exit status: 0 when key frames were written; 1 when every key frame was
+skipped (nothing written, no marker: a rerun redoes the work); 2 when the
+inputs are unusable (no such --video_dir, no usable annotated key frame,
+unreadable file), before anything is written.
 """
 import os
 import sys
@@ -65,12 +70,23 @@ def main(argv):
       short_side=_SHORT_SIDE.value, jpeg_quality=_JPEG_QUALITY.value,
       timestamp_offset=_TIMESTAMP_OFFSET.value,
       timestamp_offset_from_filename=_OFFSET_FROM_FILENAME.value)
-  summary = ava.convert(
-      _ANNOTATIONS.value, _LABELMAP.value, _VIDEO_DIR.value, _OUTPUT_DIR.value,
-      detections_csv=_DETECTIONS.value, exclusions_csv=_EXCLUSIONS.value,
-      opts=opts, num_shards=_NUM_SHARDS.value, num_workers=_NUM_WORKERS.value,
-      prefix=_PREFIX.value)
+  try:
+    summary = ava.convert(
+        _ANNOTATIONS.value, _LABELMAP.value, _VIDEO_DIR.value,
+        _OUTPUT_DIR.value, detections_csv=_DETECTIONS.value,
+        exclusions_csv=_EXCLUSIONS.value, opts=opts,
+        num_shards=_NUM_SHARDS.value, num_workers=_NUM_WORKERS.value,
+        prefix=_PREFIX.value)
+  except (ValueError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   print(ava.format_summary(summary))
+  if not summary['key_frames_written']:
+    print(f'error: nothing was written to {_OUTPUT_DIR.value}: all '
+          f'{summary["key_frames_in_csv"]} key frames were skipped (reasons '
+          'above)', file=sys.stderr)
+    return 1
+  return 0
 
 
 if __name__ == '__main__':

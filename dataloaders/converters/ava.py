@@ -30,7 +30,8 @@ the timestamp as is.
 
 Output: `<prefix>-00000-of-000NN.tfrecord` shards, each with a
 `<shard>.done` JSON marker written after the shard is complete; a rerun skips
-shards whose marker matches the current inputs and options (resume). The
+shards whose marker matches the current inputs and options (resume). A shard
+whose key frames were all skipped is not written and gets no marker. The
 summary (`<prefix>-summary.json`) lists missing and unreadable videos, key
 frames skipped and bad CSV rows by reason.
 """
@@ -393,6 +394,7 @@ def convert_shard(task) -> Dict[str, object]:
            'skipped_key_frames': collections.Counter()}
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tmp = path + '.tmp'
+  has_work = any(by_video[v] for v in videos)
   with tf.io.TFRecordWriter(tmp) as writer:
     for vid in videos:
       kfs = by_video[vid]
@@ -430,8 +432,18 @@ def convert_shard(task) -> Dict[str, object]:
         except (IOError, OSError) as e:
           stats['unreadable_videos'][vid] = f'{file}: {e}'
           logging.warning('unreadable video %s: %s', file, e)
-  os.replace(tmp, path)
   stats['skipped_key_frames'] = dict(stats['skipped_key_frames'])
+  if has_work and not stats['key_frames_written']:
+    # Every key frame of the shard was skipped: no (empty) shard and no
+    # marker, so a rerun (e.g. with the videos in place) does the work; an
+    # older shard at this path is not from these inputs either.
+    for p in (tmp, path, path + '.done'):
+      if os.path.exists(p):
+        os.remove(p)
+    stats['shard_written'] = False
+    return stats
+  os.replace(tmp, path)
+  stats['shard_written'] = True
   return stats
 
 
@@ -458,8 +470,16 @@ def convert(annotations_csv: str, labelmap_path: str, video_dir: str,
 
   Returns:
     The summary dict, also written to `<output_dir>/<prefix>-summary.json`.
+    A shard whose key frames were all skipped is not written (no file, no
+    marker): `key_frames_written` 0 means nothing was written.
+
+  Raises:
+    ValueError: `video_dir` is not a folder, or the annotations hold no
+      usable key frame; both before anything is written.
   """
   opts.validate()
+  if not os.path.isdir(video_dir):
+    raise ValueError(f'video_dir {video_dir} is not a folder')
   labelmap = ava_io.read_labelmap(labelmap_path)
   bad = {'annotations': collections.Counter(),
          'detections': collections.Counter(),
@@ -473,6 +493,11 @@ def convert(annotations_csv: str, labelmap_path: str, video_dir: str,
               if exclusions_csv else set())
   by_video, dropped = group_key_frames(rows, dets, excluded)
   total = sum(len(v) for v in by_video.values())
+  if not total:
+    why = ', '.join(f'{n} {r}' for r, n in sorted(
+        list(bad['annotations'].items()) + list(dropped.items())))
+    raise ValueError(f'{annotations_csv}: no usable annotated key frame '
+                     f'({why or "no rows"}); nothing to convert')
   if num_shards is None:
     num_shards = max(1, min(len(by_video), -(-total // 500)))
   if num_shards < 1:
@@ -502,8 +527,9 @@ def convert(annotations_csv: str, labelmap_path: str, video_dir: str,
 
   def _finish(s, fp, stats, n_done):
     path = shard_path(output_dir, prefix, s, num_shards)
-    with open(path + '.done', 'w', encoding='utf-8') as f:
-      json.dump({'fingerprint': fp, 'stats': stats}, f)
+    if stats.pop('shard_written', True):
+      with open(path + '.done', 'w', encoding='utf-8') as f:
+        json.dump({'fingerprint': fp, 'stats': stats}, f)
     results[s] = stats
     logging.info('[%d/%d shards] %s: %d key frames (%.0f s)', n_done,
                  len(todo), os.path.basename(path),

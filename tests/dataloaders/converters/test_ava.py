@@ -264,3 +264,54 @@ def test_zero_area_boxes_are_skipped_and_counted(ava_set):
   assert summary['boxes_written'] == 1
   assert 'skipped 2 annotations row(s): zero_area_box' in ava.format_summary(
       summary)
+
+
+def test_missing_video_dir_and_empty_annotations_fail_before_writing(
+    ava_set):
+  out_dir = ava_set / 'out'
+  with pytest.raises(ValueError, match=r'video_dir .*novids is not a folder'):
+    ava.convert(str(ava_set / 'ann.csv'), str(ava_set / 'labels.pbtxt'),
+                str(ava_set / 'novids'), str(out_dir))
+  (ava_set / 'empty.csv').write_text('')
+  with pytest.raises(ValueError, match=(
+      r'empty\.csv: no usable annotated key frame \(no rows\)')):
+    ava.convert(str(ava_set / 'empty.csv'), str(ava_set / 'labels.pbtxt'),
+                str(ava_set / 'videos'), str(out_dir))
+  (ava_set / 'bad.csv').write_text('vidA,0001,0.1,0.2,0.5,1.8,1,0\n')
+  with pytest.raises(ValueError, match=(
+      r'bad\.csv: no usable annotated key frame \(1 '
+      r'coordinates_out_of_range\)')):
+    ava.convert(str(ava_set / 'bad.csv'), str(ava_set / 'labels.pbtxt'),
+                str(ava_set / 'videos'), str(out_dir))
+  assert not out_dir.exists()
+
+
+def test_tool_exits_1_when_nothing_written_and_rerun_redoes(ava_set):
+  # Every video of the CSV is missing: no shard, no marker, exit 1; with the
+  # videos in place the rerun converts instead of resuming an empty shard.
+  (ava_set / 'c.csv').write_text('vidX,0001,0.1,0.2,0.5,0.8,1,0\n')
+  out_dir = ava_set / 'xout'
+  cmd = [sys.executable, 'tools/ava_to_tfrecords.py',
+         f'--annotations={ava_set / "c.csv"}',
+         f'--labelmap={ava_set / "labels.pbtxt"}',
+         f'--video_dir={ava_set / "videos"}', f'--output_dir={out_dir}',
+         '--num_frames=2', '--stride=1', '--fps=10', '--short_side=0']
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                        timeout=120, check=False)
+  assert proc.returncode == 1, proc.stderr
+  assert 'missing videos (1, 1 key frames): vidX' in proc.stdout
+  assert (f'error: nothing was written to {out_dir}: all 1 key frames were '
+          'skipped') in proc.stderr
+  assert sorted(os.listdir(out_dir)) == ['ava-summary.json']
+  os.rename(ava_set / 'videos' / 'vidA.mp4', ava_set / 'videos' / 'vidX.mp4')
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                        timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert 'wrote 1 of 1 key frames (1 boxes) in 1 shards (0 resumed)' in (
+      proc.stdout)
+  proc = subprocess.run(cmd[:4] + [f'--video_dir={ava_set / "novids"}'] +
+                        cmd[5:], cwd=REPO, capture_output=True, text=True,
+                        timeout=120, check=False)
+  assert proc.returncode == 2
+  assert f'error: video_dir {ava_set / "novids"} is not a folder' in (
+      proc.stderr)
