@@ -19,7 +19,8 @@ decoded and skipped videos with reasons). A re-run skips the finished shards.
 Formats (including `--detections_csv`) are described in
 `dataloaders/converters/videos.py`.
 
-Exit status: 0 when every video converted, 1 when any video failed, 2 when
+Exit status: 0 when every video converted, 1 when any video failed (when all
+did, nothing is written, not even an empty shard or a resume marker), 2 when
 the arguments or inputs are wrong (nothing was converted then).
 """
 import os
@@ -74,6 +75,12 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(videos.format_summary(summary))
+  if not summary['num_converted']:
+    print(f'error: nothing was written to {FLAGS.output_dir}: 0 of '
+          f'{summary["num_videos"]} videos converted ({summary["num_failed"]}'
+          f' failed, {len(summary["skipped"])} CSV rows without a file; '
+          'reasons above)', file=sys.stderr)
+    return 1
   if summary['num_failed']:
     logging.error('%d of %d videos failed; see %s', summary['num_failed'],
                   summary['num_videos'],

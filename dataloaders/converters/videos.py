@@ -48,7 +48,9 @@ Robustness
   `allow_partial`, which keeps the decoded frames. Videos are assigned to
   shards deterministically (sorted by id, round-robin); a finished shard
   leaves a marker `.progress/<shard>.done` holding a fingerprint of its videos
-  and options, and a re-run skips the shards whose marker matches.
+  and options, and a re-run skips the shards whose marker matches. When no
+  video converts at all, no shard and no marker is left (a re-run tries them
+  all again).
 
 Outputs in `output_dir`: `<prefix>-SSSSS-of-NNNNN.tfrecord` shards,
 `label_map.txt` (one class name per line, index = line number, 0-based),
@@ -815,6 +817,15 @@ def convert_videos(input_dir: str,
       with open(_marker_path(path), 'w', encoding='utf-8') as f:
         json.dump({'fingerprint': fp, 'results': shard_results}, f)
       results.update(shard_results)
+    written = [os.path.basename(p) for _, p, _, _ in todo]
+    if not any(v['status'] != 'failed' for v in results.values()):
+      # Nothing converted at all: no empty shards that look like output and
+      # no markers, so that a rerun (e.g. with fixed files) does the work.
+      for _, path, _, _ in todo:
+        for p in (path, _marker_path(path)):
+          if os.path.exists(p):
+            os.remove(p)
+      written = []
   finally:
     if pool is not None:
       pool.terminate()
@@ -836,7 +847,7 @@ def convert_videos(input_dir: str,
       'partial': partial,
       'skipped': skipped,
       'ignored_files': ignored,
-      'shards_written': [os.path.basename(p) for _, p, _, _ in todo],
+      'shards_written': written,
       'shards_skipped': shards_skipped,
       'output_pattern': os.path.join(
           output_dir, f'{prefix}-*-of-{num_shards:05d}.tfrecord'),

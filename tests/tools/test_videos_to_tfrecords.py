@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 
 from dataloaders import video_records
@@ -92,3 +93,29 @@ def test_unwritable_output_and_bad_csv_fail_before_work(tmp_path):
   assert proc.returncode == 2
   assert f'{csv_path}:3: expected 5 fields' in proc.stderr
   assert not list((tmp_path / 'out').glob('*.tfrecord'))
+
+
+def test_nothing_converted_exits_1_and_leaves_no_shard_or_marker(tmp_path):
+  inp, out = tmp_path / 'in', tmp_path / 'out'
+  (inp / 'cls').mkdir(parents=True)
+  (inp / 'cls' / 'a.mp4').write_text('not a video\n')
+  args = ('--input_dir', str(inp), '--output_dir', str(out),
+          '--num_shards', '2', '--num_workers', '1', '--noprogress')
+  proc = run_tool(*args)
+  assert proc.returncode == 1, proc.stderr
+  assert 'cls/a: cannot open as a video' in proc.stdout
+  assert (f'error: nothing was written to {out}: 0 of 1 videos converted '
+          '(1 failed, 0 CSV rows without a file; reasons above)') in (
+              proc.stderr)
+  assert not list(out.glob('*.tfrecord'))
+  assert not os.listdir(out / '.progress')
+  # The file fixed, the rerun converts it instead of resuming from markers.
+  writer = cv2.VideoWriter(str(inp / 'cls' / 'a.mp4'),
+                           cv2.VideoWriter_fourcc(*'mp4v'), 10, (32, 24))
+  for _ in range(10):
+    writer.write(np.full((24, 32, 3), 128, np.uint8))
+  writer.release()
+  proc = run_tool(*args)
+  assert proc.returncode == 0, proc.stderr
+  assert 'converted 1 of 1 videos' in proc.stdout
+  assert 'shards written: 2, skipped (already done): 0' in proc.stdout
