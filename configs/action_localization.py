@@ -32,6 +32,7 @@ from official.modeling import optimization
 from official.vision.configs import common
 
 from configs import backbones
+from configs import config_types
 from configs import const_cl
 
 FEATURE_ENDPOINTS = ('5r', '5g', '4')
@@ -235,6 +236,8 @@ class ActionLocalizationExperimentConfig(cfg.ExperimentConfig):
   """Experiment config whose `validate()` also checks the task fields."""
 
   def validate(self):
+    # Types first: the checks below assume them (configs/config_types.py).
+    config_types.check_config_types(self)
     super().validate()
     if isinstance(self.task, ActionLocalizationTask):
       validate_task(self.task)

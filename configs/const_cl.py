@@ -14,6 +14,7 @@ from official.modeling import optimization
 from official.vision.configs import common
 
 from configs import backbones
+from configs import config_types
 
 REGION_SOURCES = ('random', 'slic', 'felzenszwalb', 'detector')
 REGION_FRAMES = ('center', 'random', 'nearest')
@@ -218,6 +219,8 @@ class ConstCLExperimentConfig(cfg.ExperimentConfig):
   """Experiment config whose `validate()` also checks the task fields."""
 
   def validate(self):
+    # Types first: the checks below assume them (configs/config_types.py).
+    config_types.check_config_types(self)
     super().validate()
     if isinstance(self.task, ConstCLPretrainTask):
       validate_pretrain_task(self.task)

@@ -29,6 +29,7 @@ from official.modeling import optimization
 from official.vision.configs import common
 
 from configs import backbones
+from configs import config_types
 
 FEATURE_ENDPOINTS = ('5r', '5g')
 
@@ -234,6 +235,8 @@ class TrackingExperimentConfig(cfg.ExperimentConfig):
   """Experiment config whose `validate()` also checks the task fields."""
 
   def validate(self):
+    # Types first: the checks below assume them (configs/config_types.py).
+    config_types.check_config_types(self)
     super().validate()
     if isinstance(self.task, SiamFCTrackingTask):
       validate_tracking_task(self.task)

@@ -29,6 +29,7 @@ from official.vision.configs import common
 from official.vision.configs import video_classification as mg_video
 
 from configs import backbones
+from configs import config_types
 from configs import const_cl
 
 BRANCHES = ('res5g', 'res5r')
@@ -203,6 +204,8 @@ class VideoClassificationExperimentConfig(cfg.ExperimentConfig):
   """Experiment config whose `validate()` also checks the task fields."""
 
   def validate(self):
+    # Types first: the checks below assume them (configs/config_types.py).
+    config_types.check_config_types(self)
     super().validate()
     if isinstance(self.task, VideoClassificationTask):
       validate_classification_task(self.task)

@@ -93,3 +93,15 @@ def test_nonfinite_loss_stops_with_the_step_and_writes_no_checkpoint(
                  glob.glob(os.path.join(model_dir, 'ckpt-*.index')))
   # Checkpoints exist only for steps before the bad one.
   assert all(c < step for c in ckpts), (ckpts, step)
+
+
+def test_fractional_train_steps_is_an_error_not_an_endless_loop(tmp_path):
+  # It used to print `train | step: 1` forever (2 > 1.5 is never reached).
+  proc = run_train(str(tmp_path / 'run'), mode='train',
+                   overrides=TINY.replace('train_steps=2', 'train_steps=1.5'),
+                   timeout=120)
+  assert proc.returncode == 1
+  assert ('trainer.train_steps must be int, got 1.5 (float)'
+          in proc.stderr)
+  # The error came before the trainer built the model.
+  assert 'Number of trainable params' not in proc.stderr
