@@ -10,7 +10,8 @@ Usage:
 
 Flags are Model Garden's: --experiment, --config_file (strict: an unknown key
 is an error), --params_override, --mode (train | eval | train_and_eval |
-continuous_eval), --model_dir, --tpu.
+continuous_eval), --model_dir, --tpu. `--mode=eval` evaluates the latest
+checkpoint in --model_dir once and is an error if there is none.
 """
 import os
 import sys
@@ -68,6 +69,21 @@ class NonFiniteLossGuard:
           f'at step {step}; stopping without writing a checkpoint for it.')
 
 
+def check_eval_checkpoint(mode: str, model_dir: str) -> None:
+  """`--mode=eval` needs a checkpoint in `model_dir`.
+
+  Orbit would otherwise evaluate the freshly initialized model and report
+  its metrics as those of the run. `continuous_eval` waits for checkpoints
+  and the train modes start from scratch, so only `eval` is checked.
+  """
+  if mode == 'eval' and not tf.train.latest_checkpoint(model_dir):
+    raise ValueError(
+        f'--mode=eval: no checkpoint in --model_dir={model_dir!r}; it '
+        'evaluates the latest checkpoint of a run (train first, point '
+        '--model_dir at a trained run, or use --mode=continuous_eval to wait '
+        'for one)')
+
+
 def main(_):
   gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_params)
   if FLAGS.seed is not None:
@@ -76,6 +92,7 @@ def main(_):
     tf.config.experimental.enable_op_determinism()
   params = train_utils.parse_configuration(FLAGS)
   model_dir = FLAGS.model_dir
+  check_eval_checkpoint(FLAGS.mode, model_dir)
   if 'train' in FLAGS.mode:
     # Eval-only jobs do not write params.yaml: a continuous evaluator would
     # race the trainer for the same file.

@@ -105,3 +105,25 @@ def test_fractional_train_steps_is_an_error_not_an_endless_loop(tmp_path):
           in proc.stderr)
   # The error came before the trainer built the model.
   assert 'Number of trainable params' not in proc.stderr
+
+
+def test_eval_without_a_checkpoint_is_an_error_naming_the_model_dir(
+    tmp_path):
+  # It used to evaluate the random initialization and exit 0.
+  model_dir = str(tmp_path / 'run')
+  proc = run_train(model_dir, mode='eval', experiment='const_cl_ava_toy',
+                   overrides='trainer.validation_steps=1', timeout=120)
+  assert proc.returncode == 1
+  assert (f"--mode=eval: no checkpoint in --model_dir='{model_dir}'"
+          in proc.stderr)
+  assert not os.path.exists(os.path.join(model_dir, 'ava_eval_results.json'))
+  assert 'Number of trainable params' not in proc.stderr
+
+
+def test_eval_after_training_evaluates_the_checkpoint(tmp_path):
+  model_dir = str(tmp_path / 'run')
+  proc = run_train(model_dir, mode='train')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = run_train(model_dir, mode='eval')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "'validation_loss'" in proc.stderr
