@@ -45,7 +45,8 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Dataset seed.')
 _SPLIT = flags.DEFINE_string('split', 'train',
                              'Split name (videos and ava kinds).')
 _NUM_FRAMES = flags.DEFINE_integer(
-    'num_frames', None, 'Frames per video; default 32, or 80 (10 s) for ava.')
+    'num_frames', None, 'Frames per video, >= 2; when not given, 32, or 80 '
+    '(10 s) for ava.')
 _SIZE = flags.DEFINE_integer('size', 64, 'Frame height and width in pixels.')
 _NUM_SHARDS = flags.DEFINE_integer('num_shards', 2,
                                    'TFRecord shards (videos kind).')
@@ -55,11 +56,14 @@ flags.mark_flag_as_required('output_dir')
 
 def main(argv):
   del argv
-  num_frames = _NUM_FRAMES.value or (80 if _KIND.value == 'ava' else 32)
+  num_frames = _NUM_FRAMES.value
+  if num_frames is None:  # Not `or`: 0 is an error (ToyWorldSpec), not 32.
+    num_frames = 80 if _KIND.value == 'ava' else 32
   base = (toy_world.named_world(_WORLD.value).spec
           if _KIND.value == 'videos' else toy_world.ToyWorldSpec())
   spec = dataclasses.replace(base, height=_SIZE.value, width=_SIZE.value,
                              num_frames=num_frames)
+  spec.validate()  # Before any folder is made.
   out = _OUTPUT_DIR.value
   if _KIND.value == 'videos':
     pattern = toy_world.write_video_split(out, _SPLIT.value, _NUM.value,
