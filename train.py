@@ -84,7 +84,15 @@ def check_eval_checkpoint(mode: str, model_dir: str) -> None:
         'for one)')
 
 
+def check_config_files(paths) -> None:
+  """Every `--config_file` exists (else a NotFoundError from deep in gfile)."""
+  for path in paths or ():
+    if not tf.io.gfile.exists(path):
+      raise ValueError(f'--config_file={path!r} does not exist')
+
+
 def main(_):
+  check_config_files(FLAGS.config_file)
   gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_params)
   if FLAGS.seed is not None:
     tf_keras.utils.set_random_seed(FLAGS.seed)

@@ -120,6 +120,16 @@ def test_eval_without_a_checkpoint_is_an_error_naming_the_model_dir(
   assert 'Number of trainable params' not in proc.stderr
 
 
+def test_missing_config_file_is_named(tmp_path):
+  missing = str(tmp_path / 'nothere.yaml')
+  proc = run_train(str(tmp_path / 'run'), f'--config_file={missing}',
+                   timeout=120)
+  assert proc.returncode == 1
+  assert f"ValueError: --config_file='{missing}' does not exist" in (
+      proc.stderr)
+  assert 'NotFoundError' not in proc.stderr
+
+
 def test_eval_after_training_evaluates_the_checkpoint(tmp_path):
   model_dir = str(tmp_path / 'run')
   proc = run_train(model_dir, mode='train')
