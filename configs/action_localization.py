@@ -23,7 +23,7 @@ global batch 64, linear warm-up 1k steps then cosine decay from 0.1;
 80k for AVA-Kinetics; weight decay 1e-7 on kernels; bfloat16.
 """
 import dataclasses
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 from official.core import config_definitions as cfg
 from official.core import exp_factory
@@ -51,7 +51,8 @@ class DataConfig(cfg.DataConfig):
   When `input_path` is empty and `toy_world_split` is set, the toy world's
   AVA-format files are written and converted on first use (`task.toy_world`).
   """
-  input_path: str = ''
+  # A pattern, comma-separated patterns, or a list of them.
+  input_path: Union[str, List[str]] = ''
   toy_world_split: str = ''  # '' | train | validation
   global_batch_size: int = 64
   is_training: bool = True

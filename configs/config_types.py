@@ -16,8 +16,8 @@ Leniencies, as the override parser reads text:
     '');
   * a `float` field takes an int (`learning_rate=1`), but not a NaN or an
     infinity;
-  * as Model Garden's own configs do, a List or a Tuple[X, ...] may hold
-    None (an unknown size), and a list of str may be a single str;
+  * as Model Garden's own AdamW config does, a list of str may be a
+    single str;
   * `Any`, `Dict`, `Sequence`, ... are not checked.
 
 Fixed-length tuples (`feature_shape: Tuple[int, int, int, int]`) are checked
@@ -73,9 +73,7 @@ def _matches(value, annotation) -> bool:
     if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
       return len(value) == len(args) and all(
           _matches(v, a) for v, a in zip(value, args))
-    # Model Garden marks an unknown size with None (input_size [None, None,
-    # 3] of its List[int]).
-    return all(v is None or _matches(v, args[0]) for v in value)
+    return all(_matches(v, args[0]) for v in value)
   if origin is not None:
     # Dict, Sequence, Callable, ...: not checked.
     return True
@@ -114,8 +112,8 @@ def check_config_types(config: hyperparams.Config, prefix: str = '') -> None:
     value = getattr(config, name)
     path = f'{prefix}{name}'
     if not _matches(value, annotation):
-      raise ConfigTypeError(f'{path} must be {_type_name(annotation)}, got '
-                      f'{_describe(value)}')
+      raise ConfigTypeError(f'{path} must be {_type_name(annotation)}, '
+                            f'got {_describe(value)}')
     if isinstance(value, hyperparams.Config):
       check_config_types(value, f'{path}.')
     elif isinstance(value, (list, tuple)):

@@ -5,7 +5,7 @@
 needs (tiny backbone, 8 frames of 64 px, the toy world as data).
 """
 import dataclasses
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 from official.core import config_definitions as cfg
 from official.core import exp_factory
@@ -47,7 +47,8 @@ class DataConfig(cfg.DataConfig):
   When it is empty and `toy_world_split` is set, the toy world is generated on
   first use in a cache folder and read from there.
   """
-  input_path: str = ''
+  # A pattern, comma-separated patterns, or a list of them.
+  input_path: Union[str, List[str]] = ''
   toy_world_split: Optional[str] = ''  # '' | train | validation
   # Which toy world (TOY_WORLDS) `toy_world_split` reads: 'pairs' (the
   # Kinetics stand-in), 'plain' (the same scenes without colour: flat grey

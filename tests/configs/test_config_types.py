@@ -154,3 +154,30 @@ def test_fixed_length_tuple_items_are_checked_one_by_one():
       'task.validation_data.feature_shape must be Tuple[int, int, int, int], '
       'got [8, None, 64, 3] (list)')):
     config.validate()
+
+
+@pytest.mark.parametrize('name', ['const_cl_pretrain_toy', 'const_cl_ava_toy'])
+def test_a_list_of_input_patterns_passes(name):
+  # The tasks join a list of patterns with commas (tasks/pretrain.py,
+  # tasks/action_localization.py); a YAML may give one.
+  config = exp_factory.get_exp_config(name)
+  config = hyperparams.override_params_dict(
+      config, {'task': {'train_data': {'input_path': ['/d/a-*', '/d/b-*']}}},
+      is_strict=True)
+  config_types.check_config_types(config)
+  config.task.train_data.input_path = ['/d/a-*', 2.5]
+  with pytest.raises(TypeError, match=re.escape(
+      "task.train_data.input_path must be Union[str, List[str]], got "
+      "['/d/a-*', 2.5] (list)")):
+    config_types.check_config_types(config)
+
+
+def test_none_inside_a_variable_length_list_is_refused():
+  config = exp_factory.get_exp_config('const_cl_pretrain_toy')
+  config = hyperparams.override_params_dict(
+      config, 'task.model.backbone.resnet_3d_y.block_repeats=[3,null,6,3]',
+      is_strict=True)
+  with pytest.raises(ValueError, match=re.escape(
+      'task.model.backbone.resnet_3d_y.block_repeats must be '
+      'Tuple[int, ...], got [3, None, 6, 3] (list)')):
+    config.validate()
