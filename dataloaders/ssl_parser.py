@@ -356,7 +356,8 @@ def build_ssl_dataset(file_pattern: str,
   files = video_records.match_tfrecord_files(file_pattern or '', field,
                                              check_headers=False)
   statuses = video_records.tfrecord_file_statuses(files)
-  bad = [f for f, s in zip(files, statuses) if s == 'bad']
+  bad = video_records.non_tfrecord_files(files, statuses)
+  num_matched = len(files)
   if bad:
     message = video_records.non_tfrecord_message(field, file_pattern, bad,
                                                  len(files))
@@ -371,7 +372,7 @@ def build_ssl_dataset(file_pattern: str,
   if 'ok' not in statuses:
     # Only empty files are left: the dataset would end before step 1.
     raise ValueError(video_records.no_records_message(
-        field, file_pattern, len(files)))
+        field, file_pattern, num_matched, len(bad)))
   if skip_examples < 0 or (skip_examples and not is_training):
     raise ValueError(f'skip_examples ({skip_examples}) must be >= 0, and 0 '
                      f'for evaluation data ({file_pattern!r})')

@@ -186,7 +186,15 @@ def is_gzip_file(path: str) -> bool:
 
 
 def _header_status(path: str) -> str:
-  """'ok', 'empty' (a TFRecord file without records) or 'bad'."""
+  """'ok', 'empty' (a TFRecord file without records) or 'bad'.
+
+  A TFRecord is a sequence of (uint64 length, uint32 masked CRC-32C of the
+  length, data, uint32 masked CRC-32C of the data); this reads the first 12
+  bytes and checks the length's checksum. A path that cannot be read (e.g.
+  a directory) is 'bad'. Local files are read with `open`; remote ones
+  (`scheme://`) with `tf.io.gfile`, whose buffered reader may fetch up to
+  512 KiB of each.
+  """
   try:
     header = _read_head(path, 12)
   except (OSError, tf.errors.OpError):
@@ -199,21 +207,8 @@ def _header_status(path: str) -> str:
   return 'ok' if _masked_crc32c(header[:8]) == crc else 'bad'
 
 
-def first_record_header_ok(path: str) -> bool:
-  """Whether `path` starts like a TFRecord file.
-
-  A TFRecord is a sequence of (uint64 length, uint32 masked CRC-32C of the
-  length, data, uint32 masked CRC-32C of the data); this reads the first 12
-  bytes and checks the length's checksum. An empty file is a TFRecord file
-  without records; a path that cannot be read (e.g. a directory) is not
-  one. Local files are read with `open`; remote ones (`scheme://`) with
-  `tf.io.gfile`, whose buffered reader may fetch up to 512 KiB of each.
-  """
-  return _header_status(path) != 'bad'
-
-
 def tfrecord_file_statuses(files: Sequence[str]) -> List[str]:
-  """Per file: 'ok', 'empty' or 'bad' (see `first_record_header_ok`).
+  """Per file: 'ok', 'empty' or 'bad', from its first record header.
 
   A header check only: a file corrupted further in fails when it is read.
   """
@@ -221,17 +216,25 @@ def tfrecord_file_statuses(files: Sequence[str]) -> List[str]:
     return list(pool.map(_header_status, files))
 
 
-def non_tfrecord_files(files: Sequence[str]) -> List[str]:
-  """The files of `files` whose first record header does not check."""
-  statuses = tfrecord_file_statuses(files)
+def non_tfrecord_files(files: Sequence[str],
+                       statuses: Optional[Sequence[str]] = None) -> List[str]:
+  """The files of `files` whose first record header does not check.
+
+  `statuses`: `tfrecord_file_statuses(files)`, when already at hand.
+  """
+  if statuses is None:
+    statuses = tfrecord_file_statuses(files)
   return [f for f, s in zip(files, statuses) if s == 'bad']
 
 
-def no_records_message(field: str, pattern: str, num_files: int) -> str:
-  """The error for a pattern whose TFRecord files are all empty."""
-  return (f'{field}={pattern!r}: no records: all {num_files} matched files '
-          'are empty (a converter that wrote no example leaves such a '
-          'shard)')
+def no_records_message(field: str, pattern: str, num_files: int,
+                       num_skipped: int = 0) -> str:
+  """The error for a pattern with no record in its readable files."""
+  skipped = (f', {num_skipped} of them skipped as not TFRecord files'
+             if num_skipped else '')
+  return (f'{field}={pattern!r}: no records in the {num_files} matched '
+          f'files{skipped}: the {num_files - num_skipped} TFRecord files are '
+          'empty (a converter that wrote no example leaves such a shard)')
 
 
 def non_tfrecord_message(field: str, pattern: str, bad: Sequence[str],
@@ -272,9 +275,9 @@ def match_tfrecord_files(pattern: str, field: str,
     raise ValueError(f'{field}={pattern!r} matches no file')
   if check_headers:
     statuses = tfrecord_file_statuses(files)
-    bad = [f for f, s in zip(files, statuses) if s == 'bad']
+    bad = non_tfrecord_files(files, statuses)
     if bad:
       raise ValueError(non_tfrecord_message(field, pattern, bad, len(files)))
-    if all(s == 'empty' for s in statuses):
+    if 'ok' not in statuses:
       raise ValueError(no_records_message(field, pattern, len(files)))
   return files

@@ -238,15 +238,17 @@ def test_only_empty_files_is_an_error_naming_the_field(tmp_path):
   _write(tmp_path / 'e-0.tfrecord', [])
   assert os.path.getsize(tmp_path / 'e-0.tfrecord') == 0
   parser = ssl_parser.Parser(num_frames=2, stride=1, crop_size=8)
-  message = (r"task.train_data.input_path='.*e-\*.tfrecord': no records: "
-             r'all 1 matched files are empty')
-  with pytest.raises(ValueError, match=message):
+  message = r"task.train_data.input_path='.*e-\*.tfrecord': no records in "
+  with pytest.raises(ValueError, match=message + (
+      'the 1 matched files: the 1 TFRecord files are empty')):
     ssl_parser.build_ssl_dataset(str(tmp_path / 'e-*.tfrecord'), parser, 1,
                                  True, field='task.train_data.input_path')
   # Empty beside a skipped bad file: still nothing to read.
   with open(tmp_path / 'e-1.tfrecord', 'wb') as f:
     f.write(b'not a record file at all')
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(ValueError, match=message + (
+      r'the 2 matched files, 1 of them skipped as not TFRecord files: the 1 '
+      'TFRecord files are empty')):
     ssl_parser.build_ssl_dataset(str(tmp_path / 'e-*.tfrecord'), parser, 1,
                                  True, skip_bad_records=True,
                                  field='task.train_data.input_path')

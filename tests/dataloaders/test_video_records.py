@@ -44,8 +44,8 @@ def test_header_check_tells_tfrecords_from_other_files(tmp_path):
   bad.append(str(tmp_path / 'a_directory'))  # a glob can match one
   os.mkdir(bad[-1])
   files = good + [empty] + bad
-  assert [video_records.first_record_header_ok(f) for f in files] == (
-      [True] * 6 + [False] * 5)
+  assert video_records.tfrecord_file_statuses(files) == (
+      ['ok'] * 5 + ['empty'] + ['bad'] * 5)
   assert video_records.non_tfrecord_files(files) == bad
 
 
@@ -98,8 +98,8 @@ def test_match_refuses_a_pattern_of_empty_files_only(tmp_path):
   assert [video_records.tfrecord_file_statuses(
       [str(tmp_path / 'a-0.tfrecord'), str(tmp_path)])] == [['empty', 'bad']]
   with pytest.raises(ValueError, match=(
-      r"task.train_data.input_path='.*a-\*': no records: all 2 matched "
-      r'files are empty')):
+      r"task.train_data.input_path='.*a-\*': no records in the 2 matched "
+      r'files: the 2 TFRecord files are empty')):
     video_records.match_tfrecord_files(str(tmp_path / 'a-*'),
                                        'task.train_data.input_path')
   good = _write_records(tmp_path / 'a-2.tfrecord', [b'x'])
