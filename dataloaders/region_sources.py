@@ -212,24 +212,47 @@ def add_segment_boxes(serialized: bytes, method: str, num_boxes: int = 8,
   return seq.SerializeToString()
 
 
+def check_precompute_args(method: str, num_boxes: int, log_every: int,
+                          min_size: float, max_size: float) -> None:
+  """Raises ValueError naming the flag of a bad `precompute_regions` arg."""
+  if method not in SEGMENT_METHODS:
+    raise ValueError(f'unknown method {method!r}; expected one of '
+                     f'{SEGMENT_METHODS}')
+  for name, value in (('num_boxes', num_boxes), ('log_every', log_every)):
+    if value < 1:
+      raise ValueError(f'--{name} must be >= 1, got {value}')
+  if not 0 <= min_size <= max_size <= 1:
+    raise ValueError(f'--min_size={min_size} and --max_size={max_size} '
+                     'must satisfy 0 <= min_size <= max_size <= 1 (box '
+                     'width and height as fractions of the frame)')
+
+
 def precompute_regions(input_pattern: str, output_dir: str, method: str,
                        num_boxes: int = 8, log_every: int = 10,
                        **segment_kwargs) -> Dict[str, int]:
   """Rewrites every record of `input_pattern` into `output_dir` with boxes.
 
   Output files keep their base names. A record that cannot be read or
-  decoded is an error naming the file and the record number.
+  decoded is an error naming the file and the record number. Frames left
+  without any box (no segment within the size bounds) are counted and
+  logged.
 
   Returns:
-    summary dict: files, records, frames, boxes.
+    summary dict: files, records, frames, boxes, frames_without_boxes.
+
+  Raises:
+    ValueError: an unknown method, `num_boxes` or `log_every` below 1, or
+      size bounds outside 0 <= min_size <= max_size <= 1 (each naming its
+      flag), before any file is read.
   """
-  if method not in SEGMENT_METHODS:
-    raise ValueError(f'unknown method {method!r}; expected one of '
-                     f'{SEGMENT_METHODS}')
+  min_size = segment_kwargs.get('min_size', 0.1)
+  max_size = segment_kwargs.get('max_size', 0.9)
+  check_precompute_args(method, num_boxes, log_every, min_size, max_size)
   files = video_records.match_tfrecord_files(input_pattern or '',
                                              '--input_pattern')
   tf.io.gfile.makedirs(output_dir)
-  summary = {'files': 0, 'records': 0, 'frames': 0, 'boxes': 0}
+  summary = {'files': 0, 'records': 0, 'frames': 0, 'boxes': 0,
+             'frames_without_boxes': 0}
   start = time.time()
   for path in files:
     out_path = os.path.join(output_dir, os.path.basename(path))
@@ -248,10 +271,17 @@ def precompute_regions(input_pattern: str, output_dir: str, method: str,
         summary['records'] += 1
         summary['frames'] += len(rec['frames'])
         summary['boxes'] += sum(len(b) for b in rec['boxes'])
+        summary['frames_without_boxes'] += sum(
+            len(b) == 0 for b in rec['boxes'])
         if summary['records'] % log_every == 0:
           logging.info('precompute_regions: %d records (%.1f s)',
                        summary['records'], time.time() - start)
     summary['files'] += 1
+  if summary['frames_without_boxes']:
+    logging.warning('precompute_regions: %d of %d frames have no box '
+                    '(no segment with width and height in [%g, %g])',
+                    summary['frames_without_boxes'], summary['frames'],
+                    min_size, max_size)
   logging.info('precompute_regions: done, %s in %.1f s', summary,
                time.time() - start)
   return summary

@@ -36,14 +36,19 @@ _LOG_EVERY = flags.DEFINE_integer('log_every', 10,
 
 def main(argv):
   del argv
+  kwargs = dict(num_boxes=_NUM_BOXES.value, log_every=_LOG_EVERY.value,
+                min_size=_MIN_SIZE.value, max_size=_MAX_SIZE.value)
+  try:
+    region_sources.check_precompute_args(_METHOD.value, **kwargs)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   summary = region_sources.precompute_regions(
-      _INPUT.value, _OUTPUT.value, _METHOD.value, num_boxes=_NUM_BOXES.value,
-      log_every=_LOG_EVERY.value, min_size=_MIN_SIZE.value,
-      max_size=_MAX_SIZE.value)
+      _INPUT.value, _OUTPUT.value, _METHOD.value, **kwargs)
   logging.info('summary: %s', summary)
   print(f'precompute_regions: {summary["files"]} files, '
         f'{summary["records"]} records, {summary["frames"]} frames, '
-        f'{summary["boxes"]} boxes -> {_OUTPUT.value}')
+        f'{summary["boxes"]} boxes ({summary["frames_without_boxes"]} '
+        f'frames without any) -> {_OUTPUT.value}')
 
 
 if __name__ == '__main__':

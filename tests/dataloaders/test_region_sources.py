@@ -1,11 +1,17 @@
 """Tests of dataloaders/region_sources.py."""
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from dataloaders import region_sources
 from dataloaders import video_records
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 def test_random_boxes_ranges_and_independence():
@@ -152,3 +158,37 @@ def test_precompute_regions_adds_boxes(tmp_path):
         'not TFRecord files')
   else:
     raise AssertionError('no error for a file that is not a TFRecord')
+
+
+def test_precompute_regions_bad_args_fail_before_any_file(tmp_path):
+  """--log_every=0 crashed after the first record (integer modulo by
+  zero); --num_boxes=0 or --min_size > --max_size wrote records without a
+  single box and reported success."""
+  missing = str(tmp_path / 'never_read*')
+  out_dir = str(tmp_path / 'out')
+  for kwargs, message in (
+      ({'log_every': 0}, r'^--log_every must be >= 1, got 0$'),
+      ({'num_boxes': 0}, r'^--num_boxes must be >= 1, got 0$'),
+      ({'min_size': 0.9, 'max_size': 0.1},
+       r'^--min_size=0.9 and --max_size=0.1 must satisfy 0 <= min_size')):
+    with pytest.raises(ValueError, match=message):
+      region_sources.precompute_regions(missing, out_dir, 'slic', **kwargs)
+  assert not os.path.exists(out_dir)
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'tools', 'precompute_regions.py'),
+       f'--input_pattern={missing}', f'--output_dir={out_dir}',
+       '--log_every=0'], capture_output=True, text=True, check=False)
+  assert proc.returncode == 1, proc.stderr
+  assert proc.stderr.rstrip().endswith('--log_every must be >= 1, got 0')
+
+
+def test_precompute_regions_counts_frames_without_boxes(tmp_path):
+  """No segment within the size bounds: every frame is counted."""
+  src = str(tmp_path / 'in.tfrecord')
+  video_records.write_records(
+      src, [video_records.make_sequence_example(
+          np.stack([_square_frame()] * 3), label=[1], video_id='sq')])
+  summary = region_sources.precompute_regions(
+      src, str(tmp_path / 'out'), 'felzenszwalb', min_size=0.5)
+  assert summary['frames'] == 3 and summary['boxes'] == 0
+  assert summary['frames_without_boxes'] == 3
