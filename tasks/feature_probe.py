@@ -28,15 +28,30 @@ def read_labelled_features(path: str) -> Tuple[List[str], np.ndarray,
   Raises:
     FileNotFoundError: `path` does not exist.
     ValueError: an unreadable file or record (`features.iter_feature_
-      records`), a record without exactly one label, or feature sizes that
-      differ, naming the record.
+      records`), a record without exactly one label or with a negative one,
+      non-finite features, feature sizes or endpoints that differ, naming
+      the record.
   """
-  names, feats, labels = [], [], []
-  for name, x, label in features_lib.iter_feature_records(path):
+  return _read_labelled_features(path)[:3]
+
+
+def _read_labelled_features(path: str) -> Tuple[List[str], np.ndarray,
+                                                 np.ndarray, str]:
+  """`read_labelled_features` and the file's endpoint ('' if unrecorded)."""
+  names, feats, labels, endpoints = [], [], [], set()
+  for name, x, label, endpoint in features_lib.iter_feature_records(
+      path, with_endpoint=True):
     if len(label) != 1:
       raise ValueError(f'{path}: record {name!r} has {len(label)} labels '
                        f'({label}); the probe needs exactly one')
+    if label[0] < 0:
+      raise ValueError(f'{path}: record {name!r} has label {label[0]}; '
+                       'labels must be >= 0')
     shape = list(x.shape)
+    if not np.all(np.isfinite(x)):
+      raise ValueError(f'{path}: record {name!r} has non-finite features '
+                       '(NaN or inf); re-extract them from a finite '
+                       'checkpoint')
     x = x.astype(np.float64)
     if x.ndim == 2:  # [clips, C]
       x = x.mean(axis=0)
@@ -48,12 +63,18 @@ def read_labelled_features(path: str) -> Tuple[List[str], np.ndarray,
     if feats and x.shape != feats[0].shape:
       raise ValueError(f'{path}: record {name!r} has {x.shape[0]} features, '
                        f'the first record {feats[0].shape[0]}')
+    if endpoint:
+      endpoints.add(endpoint)
+    if len(endpoints) > 1:
+      raise ValueError(f'{path}: records of several endpoints '
+                       f'{sorted(endpoints)} (record {name!r})')
     names.append(name)
     feats.append(x)
     labels.append(label[0])
   if not names:
     raise ValueError(f'{path}: no records')
-  return names, np.stack(feats), np.asarray(labels, np.int64)
+  return (names, np.stack(feats), np.asarray(labels, np.int64),
+          endpoints.pop() if endpoints else '')
 
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float,
@@ -117,14 +138,22 @@ def probe(train_path: str, validation_path: str,
           max_iterations: int = 1000) -> Dict[str, object]:
   """Fits one probe per l2 strength; top-1 on both splits.
 
+  Raises:
+    ValueError: as `read_labelled_features`, or the two files hold
+      features of different sizes or endpoints.
+
   Returns:
     dict with `num_train`, `num_validation`, `num_classes` (1 + the largest
     label of either split), `chance` (the most frequent validation class's
     share) and `rows`: [{l2, train_top1, validation_top1, loss,
     grad_norm}].
   """
-  _, x_train, y_train = read_labelled_features(train_path)
-  _, x_val, y_val = read_labelled_features(validation_path)
+  _, x_train, y_train, ep_train = _read_labelled_features(train_path)
+  _, x_val, y_val, ep_val = _read_labelled_features(validation_path)
+  if ep_train and ep_val and ep_train != ep_val:
+    raise ValueError(f'{train_path} holds {ep_train} features, '
+                     f'{validation_path} {ep_val}; extract both splits with '
+                     'the same --endpoint')
   if x_train.shape[1] != x_val.shape[1]:
     raise ValueError(f'{train_path} has {x_train.shape[1]} features per '
                      f'video, {validation_path} {x_val.shape[1]}')

@@ -12,7 +12,8 @@ are resized so the shorter side is the crop size, centre-cropped and scaled to
 """
 import os
 import re
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
+                    Sequence, Tuple)
 
 from absl import logging
 import cv2
@@ -387,9 +388,12 @@ def _feature_example(name: str, features: np.ndarray, endpoint: str,
   return ex
 
 
-def iter_feature_records(path: str
-                         ) -> Iterator[Tuple[str, np.ndarray, List[int]]]:
+def iter_feature_records(path: str, with_endpoint: bool = False
+                         ) -> Iterator[Tuple[Any, ...]]:
   """(clip/id, features array, labels) of each record of a feature file.
+
+  With `with_endpoint`, each tuple also ends with the record's
+  `features/endpoint` ('' when the record has none).
 
   Raises:
     FileNotFoundError: `path` does not exist.
@@ -419,8 +423,12 @@ def iter_feature_records(path: str
     if not shape or int(np.prod(shape)) != len(values):
       raise ValueError(f'{path}: record {name!r} has {len(values)} feature '
                        f'values for the shape {shape} ({FEATURE_SHAPE_KEY})')
-    yield (name, np.asarray(values, np.float32).reshape(shape),
+    out = (name, np.asarray(values, np.float32).reshape(shape),
            list(f[video_records.LABEL_KEY].int64_list.value))
+    if with_endpoint:
+      endpoint = f[FEATURE_ENDPOINT_KEY].bytes_list.value
+      out += (endpoint[0].decode('utf-8') if endpoint else '',)
+    yield out
 
 
 def read_feature_records(path: str) -> Dict[str, np.ndarray]:

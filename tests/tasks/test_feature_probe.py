@@ -50,6 +50,41 @@ def test_read_errors_name_the_file_and_record(tmp_path):
     feature_probe.read_labelled_features(str(junk))
 
 
+def test_non_finite_features_and_negative_labels_are_refused(tmp_path):
+  """A NaN feature gave a NaN loss and a chance-level top-1 in a normal
+  table; a label -1 failed in np.bincount without naming the file."""
+  x = np.arange(8.0).reshape(4, 2)
+  good = _write(tmp_path / 'good.tfrecord', x, [0, 1, 0, 1])
+  x[2, 1] = np.nan
+  nan = _write(tmp_path / 'nan.tfrecord', x, [0, 1, 0, 1])
+  neg = _write(tmp_path / 'neg.tfrecord', np.ones([2, 2]), [0, -1])
+  for train, val in ((good, nan), (nan, good)):
+    with pytest.raises(ValueError,
+                       match=r"nan.tfrecord: record 'v2' has non-finite"):
+      feature_probe.probe(train, val, [0.1])
+  with pytest.raises(ValueError,
+                     match=r"neg.tfrecord: record 'v1' has label -1; "):
+    feature_probe.probe(good, neg, [0.1])
+
+
+def test_splits_of_different_endpoints_are_refused(tmp_path):
+  """Train and validation features of two endpoints of the same size gave
+  a table of numbers that mean nothing."""
+  x, y = np.eye(4), [0, 1, 0, 1]
+  train = _write(tmp_path / 'train.tfrecord', x, y)
+  val = _write(tmp_path / 'val.tfrecord', x, y, endpoint='global_embedding')
+  with pytest.raises(ValueError, match=(
+      r'train.tfrecord holds res5g_pooled features, \S*val.tfrecord '
+      r'global_embedding; extract both splits with the same --endpoint')):
+    feature_probe.probe(train, val, [0.1])
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'tools', 'probe_features.py'),
+       f'--train={train}', f'--validation={val}'],
+      capture_output=True, text=True, cwd=REPO, check=False)
+  assert proc.returncode == 2 and 'same --endpoint' in proc.stderr, (
+      proc.stderr)
+
+
 def test_fit_reaches_the_regularized_optimum():
   """At the optimum the gradient of the convex objective is zero:
   z^T (softmax(zW + b) - onehot) / n + l2 W = 0 and sum of residuals = 0."""
