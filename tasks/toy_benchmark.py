@@ -633,6 +633,41 @@ def plan_runs(output_dir: str, seeds: Sequence[int], budget: Budget,
   return runs
 
 
+def check_stage_override_configs(runs: Sequence[RunSpec],
+                                 setting: Setting) -> None:
+  """Builds each run's config as train.py / track.py would, before any run.
+
+  Only when `setting` has stage overrides (the benchmark's own keys are
+  tested); one seed's runs are checked, the others differ in paths only.
+
+  Raises:
+    ValueError: naming the run and the stage overrides, when a run's config
+      refuses its overrides (an unknown key, a wrong-typed value).
+  """
+  if not setting.stage_overrides or not runs:
+    return
+  # pylint: disable=g-import-not-at-top
+  from official.core import exp_factory
+  from official.modeling import hyperparams
+  from tasks import registry_imports  # pylint: disable=unused-import
+  # pylint: enable=g-import-not-at-top
+  entries = ' '.join(f'{s}:{k}={v}' for s, k, v in setting.stage_overrides)
+  checked = set()
+  for run in runs:
+    text = format_overrides(run.overrides)
+    if run.seed != runs[0].seed or (run.experiment, text) in checked:
+      continue
+    checked.add((run.experiment, text))
+    try:
+      params = exp_factory.get_exp_config(run.experiment)
+      params = hyperparams.override_params_dict(params, text, is_strict=True)
+      params.validate()
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+      raise ValueError(f'{run.name} ({run.experiment}) refuses the stage '
+                       f'overrides ({entries}): {type(e).__name__}: '
+                       f'{e}') from e
+
+
 # -- reading results --------------------------------------------------------
 
 

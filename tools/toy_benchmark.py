@@ -81,8 +81,8 @@ _STAGE_OVERRIDE = flags.DEFINE_multi_string(
     'training run, each backbone alike; the OTB evaluations take their '
     "tracker's, the frozen-feature ones without its trainer keys), after "
     "the benchmark's own. Keys the benchmark sets itself (and keys inside "
-    'or above them) are refused before any run; an '
-    'unknown key fails its runs with the config error.')
+    'or above them), keys a run\'s experiment does not have and '
+    'wrong-typed values are refused before any run.')
 _RESUME = flags.DEFINE_bool(
     'resume', False, 'Reuse each run that an earlier invocation with this '
     '--output_dir finished with the same train.py / track.py command line '
@@ -111,8 +111,11 @@ def main(argv):
         linear_eval_steps=_LINEAR_EVAL_STEPS.value,
         ava_steps=_AVA_STEPS.value, tracking_steps=_TRACKING_STEPS.value,
         tracking_eval_sequences=_TRACKING_EVAL_SEQUENCES.value)
-    # The plan checks the setting against the keys it sets, before any run.
-    toy_benchmark.plan_runs(_OUTPUT_DIR.value, seeds, budget, setting=setting)
+    # The plan checks the setting against the keys it sets, and the runs'
+    # configs take the stage overrides, before any run.
+    toy_benchmark.check_stage_override_configs(
+        toy_benchmark.plan_runs(_OUTPUT_DIR.value, seeds, budget,
+                                setting=setting), setting)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   result = toy_benchmark.run_benchmark(

@@ -1039,3 +1039,34 @@ def test_tool_refuses_a_bad_stage_override_before_any_run(tmp_path):
     assert message in proc.stderr
     assert 'Traceback' not in proc.stderr
     assert not out.exists()
+
+
+def test_stage_override_the_configs_refuse_stops_before_any_run(tmp_path):
+  """An unknown key or a wrong-typed value failed every run, one train.py
+  start-up each (17 runs per seed), and the command exited 1 at the end."""
+  unknown = tb.Setting(stage_overrides=(
+      tb.parse_stage_override('all:task.model.no_such_key=3'),))
+  runs = tb.plan_runs(str(tmp_path), [0, 1], tb.QUICK_BUDGET,
+                      setting=unknown)
+  with pytest.raises(ValueError, match=(
+      r"^seed0/pretrain/cvrl \(const_cl_ablation_baseline_cvrl_toy\) "
+      r'refuses the stage overrides \(all:task.model.no_such_key=3\): '
+      r"KeyError: .*'no_such_key' does not exist")):
+    tb.check_stage_override_configs(runs, unknown)
+  # The README's example passes.
+  good = tb.Setting(stage_overrides=(tb.parse_stage_override(
+      f'all:{STEM}=32'),))
+  tb.check_stage_override_configs(
+      tb.plan_runs(str(tmp_path), [0], tb.QUICK_BUDGET, setting=good), good)
+  out = tmp_path / 'bench'
+  proc = subprocess.run(
+      [sys.executable,
+       os.path.join(tb.REPO_ROOT, 'tools', 'toy_benchmark.py'),
+       f'--output_dir={out}', f'--stage_override=ava:{STEM}=abc'],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 1, proc.stderr
+  assert proc.stderr.rstrip().endswith(
+      'seed0/ava/random (const_cl_ava_toy) refuses the stage overrides '
+      f'(ava:{STEM}=abc): ConfigTypeError: {STEM} must be int, got '
+      "'abc' (str)")
+  assert not out.exists()
