@@ -57,6 +57,11 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where to write.',
 
 def main(argv):
   del argv
+  if not _RESET.value:
+    # `--reset=` passes absl's required check as []; it would write a copy
+    # of the checkpoint after the model build or fail in reset_stages.
+    raise app.UsageError(f'--reset is empty; name at least one stage of '
+                         f'{branch_loading.STAGES}')
   unknown = [s for s in _RESET.value if s not in branch_loading.STAGES]
   if unknown:
     raise app.UsageError(f'--reset: unknown stages {unknown}; choose from '

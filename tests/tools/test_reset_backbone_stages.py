@@ -68,3 +68,19 @@ def test_unknown_stage_is_a_usage_error(tmp_path):
       env=dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2'))
   assert proc.returncode != 0
   assert "unknown stages ['res6']" in proc.stderr
+
+
+def test_empty_reset_is_a_usage_error_before_the_checkpoint(tmp_path):
+  """`--reset=` passed the required-flag check as [] and went on to the
+  checkpoint and the model build."""
+  proc = subprocess.run(
+      [sys.executable, 'tools/reset_backbone_stages.py',
+       '--experiment=const_cl_pretrain_toy', f'--checkpoint={tmp_path}',
+       '--reset=', f'--output_dir={tmp_path / "o"}'],
+      cwd=REPO, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2'))
+  assert proc.returncode == 1
+  assert proc.stderr.rstrip().endswith(
+      "--reset is empty; name at least one stage of ('stem', 'res2', "
+      "'res3', 'res4', 'res5g', 'res5r')")
+  assert not (tmp_path / 'o').exists()
