@@ -11,7 +11,9 @@ Usage:
 Flags are Model Garden's: --experiment, --config_file (strict: an unknown key
 is an error), --params_override, --mode (train | eval | train_and_eval |
 continuous_eval), --model_dir, --tpu. `--mode=eval` evaluates the latest
-checkpoint in --model_dir once and is an error if there is none.
+checkpoint in --model_dir once and is an error if there is none. A train
+mode resuming a checkpoint under another config than MODEL_DIR/params.yaml
+(beyond runtime.* and the trainer's steps and intervals) is an error.
 """
 import os
 import sys
@@ -27,6 +29,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 import tf_keras
+import yaml
 
 from official.common import distribute_utils
 from official.common import flags as tfm_flags
@@ -84,6 +87,59 @@ def check_eval_checkpoint(mode: str, model_dir: str) -> None:
         'for one)')
 
 
+class _ParamsLoader(yaml.SafeLoader):
+  """Safe YAML loader that reads params.yaml's `!!python/tuple` as a list."""
+
+
+_ParamsLoader.add_constructor(
+    'tag:yaml.org,2002:python/tuple',
+    lambda loader, node: loader.construct_sequence(node))
+
+
+def _flatten(tree, prefix=''):
+  if not isinstance(tree, dict):
+    return {prefix[:-1]: tree}
+  out = {}
+  for key, value in tree.items():
+    out.update(_flatten(value, f'{prefix}{key}.'))
+  return out
+
+
+def _may_change_on_resume(key: str) -> bool:
+  """Hardware and loop bookkeeping; not the model, data, loss or optimizer."""
+  return key.startswith('runtime.') or (
+      key.startswith('trainer.') and
+      not key.startswith('trainer.optimizer_config.'))
+
+
+def check_resume_config(params, model_dir: str) -> None:
+  """A train mode resuming a checkpoint keeps the run's params.yaml config.
+
+  train.py overwrites MODEL_DIR/params.yaml before Orbit restores the latest
+  checkpoint: with another model that failed in a shape mismatch deep in
+  TensorFlow after the record of the run was already replaced, and with
+  another loss, data or optimizer it continued silently. `runtime.*` and
+  the `trainer.*` keys outside `trainer.optimizer_config` (steps,
+  intervals) may change.
+  """
+  path = os.path.join(model_dir, 'params.yaml')
+  if not (tf.train.latest_checkpoint(model_dir) and tf.io.gfile.exists(path)):
+    return
+  with tf.io.gfile.GFile(path) as f:
+    old = _flatten(yaml.load(f.read(), Loader=_ParamsLoader) or {})
+  new = _flatten(yaml.load(yaml.dump(params.as_dict()), Loader=_ParamsLoader))
+  changed = [f'{k}: {old.get(k, "<absent>")!r} -> {new.get(k, "<absent>")!r}'
+             for k in sorted(set(old) | set(new))
+             if old.get(k) != new.get(k) and not _may_change_on_resume(k)]
+  if changed:
+    more = f' (and {len(changed) - 5} more)' if len(changed) > 5 else ''
+    raise ValueError(
+        f'--model_dir={model_dir!r} holds a checkpoint of a run with '
+        f'another config; {path} differs in {"; ".join(changed[:5])}{more}. '
+        'Use a new --model_dir, or remove that params.yaml to resume with '
+        'the new config anyway')
+
+
 def check_config_files(paths) -> None:
   """Every `--config_file` exists (else a NotFoundError from deep in gfile)."""
   for path in paths or ():
@@ -102,6 +158,7 @@ def main(_):
   model_dir = FLAGS.model_dir
   check_eval_checkpoint(FLAGS.mode, model_dir)
   if 'train' in FLAGS.mode:
+    check_resume_config(params, model_dir)
     # Eval-only jobs do not write params.yaml: a continuous evaluator would
     # race the trainer for the same file.
     train_utils.serialize_config(params, model_dir)

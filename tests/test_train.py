@@ -130,6 +130,36 @@ def test_missing_config_file_is_named(tmp_path):
   assert 'NotFoundError' not in proc.stderr
 
 
+def test_resume_with_another_config_is_refused_params_yaml_kept(tmp_path):
+  """Resuming with another model overwrote params.yaml, then failed in a
+  shape mismatch deep in TensorFlow; another loss continued silently."""
+  model_dir = str(tmp_path / 'run')
+  proc = run_train(model_dir, mode='train')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  params_yaml = os.path.join(model_dir, 'params.yaml')
+  with open(params_yaml) as f:
+    before = f.read()
+  proc = run_train(
+      model_dir, mode='train', timeout=120, overrides=TINY + (
+          ',task.model.backbone.resnet_3d_y.stem_filters=32'
+          ',task.losses.global_temperature=0.2'))
+  assert proc.returncode == 1
+  assert proc.stderr.rstrip().endswith(
+      f"ValueError: --model_dir='{model_dir}' holds a checkpoint of a run "
+      f'with another config; {params_yaml} differs in '
+      'task.losses.global_temperature: 0.1 -> 0.2; '
+      'task.model.backbone.resnet_3d_y.stem_filters: 0 -> 32. Use a new '
+      '--model_dir, or remove that params.yaml to resume with the new '
+      'config anyway')
+  with open(params_yaml) as f:
+    assert f.read() == before
+  # More steps (trainer keys outside the optimizer) resume as before.
+  proc = run_train(model_dir, mode='train',
+                   overrides=TINY.replace('train_steps=2', 'train_steps=3'))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert os.path.exists(os.path.join(model_dir, 'ckpt-3.index'))
+
+
 def test_eval_after_training_evaluates_the_checkpoint(tmp_path):
   model_dir = str(tmp_path / 'run')
   proc = run_train(model_dir, mode='train')
