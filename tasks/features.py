@@ -151,7 +151,17 @@ def rebuild_for_clip_size(params: cfg.ExperimentConfig, model: tf_keras.Model,
 def clip_geometry(params: cfg.ExperimentConfig,
                   num_frames: Optional[int] = None,
                   crop_size: Optional[int] = None) -> Tuple[int, int, int]:
-  """(num_frames, temporal stride, crop size), defaults from the config."""
+  """(num_frames, temporal stride, crop size), defaults from the config.
+
+  Raises:
+    ValueError: a given `num_frames` or `crop_size` below 1 (0 was silently
+      the default; a negative size failed deep in TensorFlow), naming the
+      flag, or frames that are not a multiple of the backbone stride.
+  """
+  for name, value in (('num_frames', num_frames), ('crop_size', crop_size)):
+    if value is not None and value < 1:
+      raise ValueError(f'--{name}={value}: must be >= 1 (omit it for the '
+                       "training clip's)")
   data = params.task.train_data
   t = num_frames or data.feature_shape[0]
   size = crop_size or data.feature_shape[1]

@@ -125,3 +125,16 @@ def test_input_file_that_is_not_a_tfrecord_is_named(tmp_path):
         r"--input_pattern='.*clips-\*.tfrecord': 1 of 1 files are not "
         'TFRecord files')):
       read(pattern)
+
+
+def test_clip_geometry_refuses_non_positive_sizes():
+  """--num_frames=0 was silently the training clip's; --crop_size=-5 failed
+  in TensorFlow ('Dimension -5 must be >= 0')."""
+  params = features_lib.load_experiment_config('const_cl_pretrain_toy', (),
+                                               '')
+  assert features_lib.clip_geometry(params)[0] >= 1
+  for kwargs, message in (
+      ({'num_frames': 0}, r"^--num_frames=0: must be >= 1 \(omit it for"),
+      ({'crop_size': -5}, r'^--crop_size=-5: must be >= 1 ')):
+    with pytest.raises(ValueError, match=message):
+      features_lib.clip_geometry(params, **kwargs)
