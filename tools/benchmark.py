@@ -33,19 +33,20 @@ flags.DEFINE_list('sections', ['models', 'pipeline', 'scaling'],
                   '(the conv forms vs plain Conv3D), tracker (toy OTB '
                   'tracking, one tracker vs one per sequence); the last two '
                   'are not in the default.')
-flags.DEFINE_integer('timed_steps', None, 'Override the timed steps.')
+flags.DEFINE_integer('timed_steps', None, 'Override the timed steps.',
+                     lower_bound=1)
 flags.mark_flag_as_required('output_json')
 
 
 def main(argv):
   del argv
   allowed = {'models', 'pipeline', 'scaling', 'forms', 'tracker'}
-  if not set(FLAGS.sections) <= allowed:
+  if not FLAGS.sections or not set(FLAGS.sections) <= allowed:
     raise app.UsageError(f'--sections must be among {sorted(allowed)}, got '
                          f'{FLAGS.sections}')
   settings = (benchmark.quick_settings() if FLAGS.quick
               else benchmark.full_settings())
-  if FLAGS.timed_steps:
+  if FLAGS.timed_steps is not None:
     settings.timed_steps = FLAGS.timed_steps
   result = benchmark.run_benchmark(settings, sections=FLAGS.sections)
   benchmark.write_result(result, FLAGS.output_json)

@@ -161,3 +161,25 @@ def test_tracker_section_times_both_ways_on_equal_boxes():
   # The second sequence, tracked by the reused tracker, got the boxes a
   # fresh tracker gives it.
   assert tracker['boxes_equal'] is True
+
+
+def test_tool_refuses_empty_sections_and_non_positive_timed_steps(tmp_path):
+  """`--sections=` ran nothing and exited 0 with a JSON of no numbers;
+  `--timed_steps=0` was silently the default (5) and a negative count went
+  into the timing loop."""
+  out = tmp_path / 'b.json'
+  tool = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))), 'tools', 'benchmark.py')
+  for flag, message in (
+      ('--sections=', "--sections must be among ['forms', 'models', "
+       "'pipeline', 'scaling', 'tracker'], got []"),
+      ('--timed_steps=0', 'flag --timed_steps=0: 0 is not a positive '
+       'integer'),
+      ('--timed_steps=-2', 'flag --timed_steps=-2: -2 is not a positive '
+       'integer')):
+    proc = subprocess.run(
+        [sys.executable, tool, f'--output_json={out}', flag],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1, (flag, proc.stderr[-2000:])
+    assert message in proc.stderr, (flag, proc.stderr[-2000:])
+    assert not out.exists()
