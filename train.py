@@ -29,7 +29,6 @@ import gin
 import numpy as np
 import tensorflow as tf
 import tf_keras
-import yaml
 
 from official.common import distribute_utils
 from official.common import flags as tfm_flags
@@ -37,6 +36,7 @@ from official.core import task_factory
 from official.core import train_lib
 from official.core import train_utils
 from official.modeling import performance
+from official.modeling.hyperparams import params_dict
 
 from tasks import registry_imports  # pylint: disable=unused-import
 
@@ -87,15 +87,6 @@ def check_eval_checkpoint(mode: str, model_dir: str) -> None:
         'for one)')
 
 
-class _ParamsLoader(yaml.SafeLoader):
-  """Safe YAML loader that reads params.yaml's `!!python/tuple` as a list."""
-
-
-_ParamsLoader.add_constructor(
-    'tag:yaml.org,2002:python/tuple',
-    lambda loader, node: loader.construct_sequence(node))
-
-
 def _flatten(tree, prefix=''):
   if not isinstance(tree, dict):
     return {prefix[:-1]: tree}
@@ -125,9 +116,9 @@ def check_resume_config(params, model_dir: str) -> None:
   path = os.path.join(model_dir, 'params.yaml')
   if not (tf.train.latest_checkpoint(model_dir) and tf.io.gfile.exists(path)):
     return
-  with tf.io.gfile.GFile(path) as f:
-    old = _flatten(yaml.load(f.read(), Loader=_ParamsLoader) or {})
-  new = _flatten(yaml.load(yaml.dump(params.as_dict()), Loader=_ParamsLoader))
+  # Model Garden's own reader of the file its serialize_config wrote.
+  old = _flatten(params_dict.read_yaml_to_params_dict(path).as_dict())
+  new = _flatten(params.as_dict())
   changed = [f'{k}: {old.get(k, "<absent>")!r} -> {new.get(k, "<absent>")!r}'
              for k in sorted(set(old) | set(new))
              if old.get(k) != new.get(k) and not _may_change_on_resume(k)]
