@@ -25,6 +25,8 @@ import tf_keras
 
 from official.core import export_base
 
+from modeling.backbones import branch_loading
+
 SERVING_OUTPUTS = ('global_embedding', 'res5g_pooled', 'res5r')
 # The one signature this module serves, and its input's name.
 CLIPS_FUNCTION_KEY = 'clips'
@@ -99,12 +101,13 @@ def restore_pretrain_checkpoint(model: tf_keras.Model, checkpoint: str,
     status = tf.train.Checkpoint(model=model).read(path)
     status.expect_partial().assert_existing_objects_matched()
   except (AssertionError, ValueError) as e:
-    message = str(e).splitlines()
+    said = (branch_loading.unmatched_variables_summary(e)
+            if isinstance(e, AssertionError)
+            else ' '.join(str(e).splitlines())[:600])
     raise ValueError(
         f'{path!r} does not fit {description}: expected a pretraining '
         'checkpoint of the same experiment (backbone, global head and local '
-        'head with the same sizes). Restoring said: '
-        f'{" ".join(message)[:600]}') from e
+        f'head with the same sizes). Restoring said: {said}') from None
   extra = _checkpoint_only_objects(path, model)
   if extra:
     shown = ', '.join(sorted(extra, key=len)[:3])

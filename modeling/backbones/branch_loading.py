@@ -23,6 +23,7 @@ downstream task uses (`tools/reset_backbone_stages.py`);
 `frozen_variable_ids` names the variables of the early stages a train step
 keeps fixed (`freeze_until`).
 """
+import re
 from typing import (Any, Callable, Dict, List, Mapping, Sequence, Set, Tuple,
                     Union)
 
@@ -233,10 +234,24 @@ def restore_items(path: str, items: Mapping[str, Any], what: str,
     status.expect_partial().assert_existing_objects_matched()
   except AssertionError as e:
     raise ValueError(
-        f'{field}={path!r}: restoring it as a {what} left variables '
-        'unrestored (a CVRL checkpoint has one res5, a ConST-CL one two: '
-        'task.model.backbone.resnet_3d_y.duplicate_res5 must match it): '
-        f'{str(e)[:300]}') from e
+        f'{field}={path!r}: restoring it as a {what} left '
+        f'{unmatched_variables_summary(e)} (a CVRL checkpoint has one res5, a '
+        'ConST-CL one two: task.model.backbone.resnet_3d_y.duplicate_res5 '
+        'must match it)') from None
+
+
+def unmatched_variables_summary(error: AssertionError) -> str:
+  """'N variables unrestored, e.g. a, b, c' from `assert_*_matched`'s error.
+
+  TF's message holds the repr (values included) of up to 10 unmatched
+  variables; an error that quotes or chains it runs to hundreds of lines.
+  """
+  message = str(error)
+  found = re.search(r'Found (\d+) Python objects', message)
+  names = re.findall(r"<tf\.Variable '([^']+)'", message)
+  count = found.group(1) if found else 'some'
+  examples = f', e.g. {", ".join(names[:3])}' if names else ''
+  return f'{count} variables unrestored{examples}'
 
 
 def restore_init_checkpoint(model: tf_keras.Model, init_checkpoint: str,
