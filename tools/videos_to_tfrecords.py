@@ -19,9 +19,11 @@ decoded and skipped videos with reasons). A re-run skips the finished shards.
 Formats (including `--detections_csv`) are described in
 `dataloaders/converters/videos.py`.
 
-Exit status: 0 when every video converted, 1 when any video failed (when all
-did, nothing is written, not even an empty shard or a resume marker), 2 when
-the arguments or inputs are wrong (nothing was converted then).
+Exit status: 0 when every video converted, 1 when any video failed (a shard
+whose videos all failed is not written and gets no resume marker, so a re-run
+retries it; when all failed, nothing is written, not even an empty shard or a
+resume marker), 2 when the arguments or inputs are wrong (nothing was
+converted then).
 """
 import os
 import sys
@@ -85,6 +87,10 @@ def main(argv):
     logging.error('%d of %d videos failed; see %s', summary['num_failed'],
                   summary['num_videos'],
                   os.path.join(FLAGS.output_dir, videos.SUMMARY_JSON))
+    if summary['shards_empty']:
+      logging.error('%d of %d shards not written (all their videos failed); '
+                    'a rerun retries them', len(summary['shards_empty']),
+                    FLAGS.num_shards)
     return 1
   return 0
 

@@ -48,9 +48,11 @@ Robustness
   `allow_partial`, which keeps the decoded frames. Videos are assigned to
   shards deterministically (sorted by id, round-robin); a finished shard
   leaves a marker `.progress/<shard>.done` holding a fingerprint of its videos
-  and options, and a re-run skips the shards whose marker matches. When no
-  video converts at all, no shard and no marker is left (a re-run tries them
-  all again).
+  and options, and a re-run skips the shards whose marker matches. A shard
+  whose videos all fail is not written and gets no marker (an older file at
+  its path is removed), so training never reads an empty shard made of
+  failures and a re-run tries those videos again. When no video converts at
+  all, no shard and no marker is left (a re-run tries them all again).
 
 Outputs in `output_dir`: `<prefix>-SSSSS-of-NNNNN.tfrecord` shards,
 `label_map.txt` (one class name per line, index = line number, 0-based),
@@ -709,7 +711,8 @@ def convert_videos(input_dir: str,
   Returns:
     The summary dict (also written to `summary.json`): counts, `failed`
     [{video_id, path, reason}], `partial`, `skipped` (CSV rows without a
-    file), `ignored_files`, `shards_written`, `shards_skipped`.
+    file), `ignored_files`, `shards_written`, `shards_skipped`,
+    `shards_empty` (shards not written because all their videos failed).
 
   Raises:
     ValueError: bad arguments, an unwritable `output_dir`, a malformed CSV;
@@ -766,6 +769,7 @@ def convert_videos(input_dir: str,
                num_shards, len(shards_skipped))
 
   results = dict(done_results)
+  shards_empty = []  # Shards not written because all their videos failed.
   tasks = [(j, options, _detections_for(j, detections))
            for _, _, _, shard_jobs in todo for j in shard_jobs]
   bar = None
@@ -812,12 +816,25 @@ def convert_videos(input_dir: str,
           shard_results[video_id] = entry
           if bar is not None:
             bar.update(1)
+      results.update(shard_results)
+      if shard_jobs and all(v['status'] == 'failed'
+                            for v in shard_results.values()):
+        # Every video of the shard failed: no empty shard that training
+        # would read and no marker, so that a rerun (e.g. with fixed files)
+        # redoes it; an older shard at this path is not from these inputs.
+        for p in (tmp_path, path, _marker_path(path)):
+          if os.path.exists(p):
+            os.remove(p)
+        shards_empty.append(os.path.basename(path))
+        logging.warning('%s not written: all %d of its videos failed',
+                        path, len(shard_jobs))
+        continue
       os.replace(tmp_path, path)
       # The marker comes last: a crash before it leaves the shard to redo.
       with open(_marker_path(path), 'w', encoding='utf-8') as f:
         json.dump({'fingerprint': fp, 'results': shard_results}, f)
-      results.update(shard_results)
-    written = [os.path.basename(p) for _, p, _, _ in todo]
+    written = [os.path.basename(p) for _, p, _, _ in todo
+               if os.path.basename(p) not in shards_empty]
     if not any(v['status'] != 'failed' for v in results.values()):
       # Nothing converted at all: no empty shards that look like output and
       # no markers, so that a rerun (e.g. with fixed files) does the work.
@@ -849,6 +866,7 @@ def convert_videos(input_dir: str,
       'ignored_files': ignored,
       'shards_written': written,
       'shards_skipped': shards_skipped,
+      'shards_empty': shards_empty,
       'output_pattern': os.path.join(
           output_dir, f'{prefix}-*-of-{num_shards:05d}.tfrecord'),
   }
@@ -867,6 +885,11 @@ def format_summary(summary: Dict[str, object]) -> str:
       f'shards written: {len(summary["shards_written"])}, skipped (already '
       f'done): {len(summary["shards_skipped"])}',
   ]
+  empty = summary['shards_empty']
+  if empty:
+    lines.append(f'shards not written (all their videos failed; no marker, '
+                 f'a rerun retries them): {len(empty)}')
+    lines.extend(f'  {name}' for name in empty)
   for key, title in (('failed', 'FAILED'), ('partial', 'partial (kept)'),
                      ('skipped', 'skipped (no file)')):
     items = summary[key]

@@ -119,3 +119,48 @@ def test_nothing_converted_exits_1_and_leaves_no_shard_or_marker(tmp_path):
   assert proc.returncode == 0, proc.stderr
   assert 'converted 1 of 1 videos' in proc.stdout
   assert 'shards written: 2, skipped (already done): 0' in proc.stdout
+
+
+def write_gray_video(path, num_frames=10):
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 10,
+                           (32, 24))
+  for _ in range(num_frames):
+    writer.write(np.full((24, 32, 3), 128, np.uint8))
+  writer.release()
+
+
+def test_shard_of_failed_videos_is_not_written_and_redone(tmp_path):
+  inp, out = tmp_path / 'in', tmp_path / 'out'
+  (inp / 'a').mkdir(parents=True)
+  (inp / 'b').mkdir()
+  write_gray_video(inp / 'a' / 'good.mp4')
+  (inp / 'b' / 'bad.mp4').write_bytes(b'\x00garbage\xff' * 100)
+  args = ('--input_dir', str(inp), '--output_dir', str(out),
+          '--num_shards', '2', '--num_workers', '1', '--noprogress')
+  shard0 = 'train-00000-of-00002.tfrecord'
+  shard1 = 'train-00001-of-00002.tfrecord'  # Only b/bad: all failed.
+  proc = run_tool(*args)
+  assert proc.returncode == 1, proc.stderr
+  assert 'converted 1 of 2 videos' in proc.stdout
+  assert 'b/bad: cannot open as a video' in proc.stdout
+  assert ('shards not written (all their videos failed; no marker, a rerun '
+          f'retries them): 1\n  {shard1}') in proc.stdout
+  assert f'{out / shard1} not written: all 1 of its videos failed' in (
+      proc.stderr)
+  assert '1 of 2 shards not written (all their videos failed)' in (
+      proc.stderr)
+  assert sorted(p.name for p in out.glob('*.tfrecord')) == [shard0]
+  assert os.listdir(out / '.progress') == [shard0 + '.done']
+  with open(out / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['shards_written'] == [shard0]
+  assert summary['shards_empty'] == [shard1]
+  # The file fixed, the rerun keeps shard 0 and converts shard 1.
+  write_gray_video(inp / 'b' / 'bad.mp4')
+  proc = run_tool(*args)
+  assert proc.returncode == 0, proc.stderr
+  assert 'converted 2 of 2 videos' in proc.stdout
+  assert 'shards written: 1, skipped (already done): 1' in proc.stdout
+  assert 'shards not written' not in proc.stdout
+  recs = video_records.read_records(str(out / 'train-*-of-00002.tfrecord'))
+  assert sorted(r['video_id'] for r in recs) == ['a/good', 'b/bad']

@@ -169,10 +169,17 @@ def test_label_map_and_summary(converted, samples):
   assert reasons['trees/notavideo'].startswith('cannot open as a video')
   assert summary['ignored_files'] == [
       os.path.join(converted['in'], 'trees', 'README.txt')]
+  # Shard 2 holds only trees/notavideo: all its videos failed, so it is not
+  # written (no empty TFRecord for training) and gets no resume marker.
+  assert summary['shards_empty'] == ['train-00002-of-00003.tfrecord']
+  assert summary['shards_written'] == [
+      'train-00000-of-00003.tfrecord', 'train-00001-of-00003.tfrecord']
   assert sorted(os.listdir(out)) == [
       '.progress', 'label_map.json', 'label_map.txt', 'summary.json',
-      'train-00000-of-00003.tfrecord', 'train-00001-of-00003.tfrecord',
-      'train-00002-of-00003.tfrecord']
+      'train-00000-of-00003.tfrecord', 'train-00001-of-00003.tfrecord']
+  assert sorted(os.listdir(os.path.join(out, '.progress'))) == [
+      'train-00000-of-00003.tfrecord.done',
+      'train-00001-of-00003.tfrecord.done']
 
 
 def test_allow_partial_keeps_decoded_frames(samples, tmp_path):
