@@ -898,6 +898,32 @@ def load_reusable(spec: RunSpec, results: Mapping[str, RunResult],
   return result
 
 
+def check_resumable(output_dir: str, runs: Sequence[RunSpec]) -> bool:
+  """Whether `--resume` finds any earlier state; warns when it finds none.
+
+  Earlier state is the record (`record_path`) of any of `runs`, the only
+  thing `load_reusable` reuses. A job script may pass `--resume` to every
+  invocation, so an output folder without any is not an error: the warning
+  says that nothing was found to resume and that the benchmark starts
+  fresh.
+
+  Args:
+    output_dir: The benchmark's `--output_dir` (named in the warning).
+    runs: The planned runs (`plan_runs`).
+
+  Returns:
+    True when at least one run has a record, else False (and the warning
+    was logged).
+  """
+  if any(os.path.exists(record_path(spec)) for spec in runs):
+    return True
+  logging.warning(
+      '--resume: nothing to resume in %s (no run of this benchmark has a '
+      'record runs/seed<S>/<stage>_<backbone>.result.json there); starting '
+      'fresh', output_dir)
+  return False
+
+
 def execute_run(spec: RunSpec, runner: Runner, budget: Budget,
                 code: str = '') -> RunResult:
   """Runs one spec from a clean model dir and reads its results.
@@ -1393,6 +1419,8 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
     command: The command line, recorded in the report.
     resume: Reuse the runs an earlier invocation with this `output_dir`
       finished with the same command line (`load_reusable`); run the rest.
+      With no earlier record at all, a warning says so (`check_resumable`)
+      and every run is made.
     setting: What the runs freeze, the trackers' learning rate and extra
       overrides per stage (`Setting`; default: `PRETRAIN_FREEZE_UNTIL`,
       `TRACKING_LEARNING_RATE`, none).
@@ -1413,6 +1441,8 @@ def run_benchmark(output_dir: str, seeds: Sequence[int], quick: bool = False,
   logging.info('toy benchmark: %d runs, seeds %s, budget %s, code %s, '
                'started %s', len(runs), list(seeds), budget, code,
                datetime.datetime.now().isoformat(timespec='seconds'))
+  if resume:
+    check_resumable(output_dir, runs)
   results = execute_plan(runs, runner, budget, jobs=jobs, resume=resume,
                          code=code)
   report = build_report(results, seeds, budget, quick, command,

@@ -87,7 +87,8 @@ _RESUME = flags.DEFINE_bool(
     'resume', False, 'Reuse each run that an earlier invocation with this '
     '--output_dir finished with the same train.py / track.py command line '
     'and the same code version; run the others, and again every run '
-    'downstream of a run that runs.')
+    'downstream of a run that runs. With nothing to reuse in --output_dir, '
+    'a warning says so and every run is made.')
 
 
 def _interrupt(signum, frame):

@@ -8,6 +8,7 @@ processes), so it is not run in the tests.
 """
 import dataclasses
 import json
+import logging
 import math
 import os
 import subprocess
@@ -720,6 +721,48 @@ def test_resume_reuses_finished_runs_and_reruns_what_changed(tmp_path):
   fifth_runner = StubRunner()
   tb.run_benchmark(out, seeds=[0], quick=True, runner=fifth_runner)
   assert fifth_runner.calls == names
+
+
+_NOTHING_TO_RESUME = '--resume: nothing to resume in {}'
+
+
+def test_resume_without_earlier_records_warns_and_starts_fresh(
+    tmp_path, caplog):
+  out = str(tmp_path / 'bench')
+  # A job script that always passes --resume: the first invocation warns
+  # once, naming the folder, and makes every run.
+  first_runner = StubRunner()
+  with caplog.at_level(logging.WARNING):
+    first = tb.run_benchmark(out, seeds=[0], quick=True, runner=first_runner,
+                             resume=True)
+  assert first.ok and len(first_runner.calls) == 17
+  assert first.report['resumed_runs'] == []
+  records = [r for r in caplog.records
+             if 'nothing to resume' in r.getMessage()]
+  assert len(records) == 1 and records[0].levelno == logging.WARNING
+  assert records[0].getMessage().startswith(_NOTHING_TO_RESUME.format(out))
+  assert records[0].getMessage().endswith('; starting fresh')
+  # The next one reuses the runs, without the warning.
+  caplog.clear()
+  again = StubRunner()
+  with caplog.at_level(logging.WARNING):
+    second = tb.run_benchmark(out, seeds=[0], quick=True, runner=again,
+                              resume=True)
+  assert again.calls == [] and len(second.report['resumed_runs']) == 17
+  assert 'nothing to resume' not in caplog.text
+
+  # The function that decides: one record left is earlier state.
+  runs = tb.plan_runs(out, [0], tb.QUICK_BUDGET)
+  for spec in runs[1:]:
+    os.remove(tb.record_path(spec))
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    assert tb.check_resumable(out, runs)
+  assert 'nothing to resume' not in caplog.text
+  os.remove(tb.record_path(runs[0]))
+  with caplog.at_level(logging.WARNING):
+    assert not tb.check_resumable(out, runs)
+  assert _NOTHING_TO_RESUME.format(out) in caplog.text
 
 
 class _Stopping(StubRunner):
