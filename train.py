@@ -14,9 +14,14 @@ continuous_eval), --model_dir, --tpu. `--mode=eval` evaluates the latest
 checkpoint in --model_dir once and is an error if there is none. A train
 mode resuming a checkpoint under another config than MODEL_DIR/params.yaml
 (beyond runtime.* and the trainer's steps and intervals) is an error.
+`--mode=continuous_eval` warns when --model_dir does not exist (the training
+job may still create it) and, while it waits for a checkpoint, logs every
+5 minutes how long it has waited.
 """
+import math
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
@@ -37,6 +42,7 @@ from official.core import train_lib
 from official.core import train_utils
 from official.modeling import performance
 from official.modeling.hyperparams import params_dict
+import orbit
 
 from tasks import registry_imports  # pylint: disable=unused-import
 
@@ -85,6 +91,113 @@ def check_eval_checkpoint(mode: str, model_dir: str) -> None:
         'evaluates the latest checkpoint of a run (train first, point '
         '--model_dir at a trained run, or use --mode=continuous_eval to wait '
         'for one)')
+
+
+def warn_missing_model_dir(mode: str, model_dir: str) -> bool:
+  """Warns when `--mode=continuous_eval` starts on a missing `model_dir`.
+
+  Not an error: the training job may create the folder later. But a
+  mistyped path would otherwise wait for a checkpoint forever after one
+  "Waiting for new checkpoint" line.
+
+  Returns:
+    Whether the warning was logged.
+  """
+  if mode != 'continuous_eval' or tf.io.gfile.isdir(model_dir):
+    return False
+  logging.warning(
+      '--mode=continuous_eval: --model_dir=%r does not exist (yet); waiting '
+      'for a training job to create it and write a checkpoint there',
+      model_dir)
+  return True
+
+
+# How often a continuous evaluation waiting for a checkpoint says so.
+WAIT_LOG_INTERVAL_S = 300.0
+
+
+class CheckpointWaitLogger:
+  """`timeout` / `timeout_fn` of `tf.train.checkpoints_iterator` that log.
+
+  The iterator logs once when it starts waiting, then sleeps up to
+  `timeout` (Model Garden: `trainer.continuous_eval_timeout`, 1 h) or
+  forever. This waits in rounds of `poll_timeout` <= `interval` seconds
+  instead, logging after each round how long it has waited, and applies
+  the original `timeout` / `timeout_fn` after as many rounds as make up
+  `timeout`, so the iterator ends exactly when it did before.
+
+  Args:
+    directory: The checkpoint folder (named in the messages).
+    timeout: The caller's timeout in seconds, or None (wait forever).
+    timeout_fn: The caller's timeout_fn, or None (end at the timeout).
+    interval: Longest time between two progress messages, seconds.
+    clock: Seconds, for the waited time in the messages.
+    latest_checkpoint: `tf.train.latest_checkpoint`; tells when the
+      iterator found a new checkpoint (the wait starts again then).
+  """
+
+  def __init__(self, directory, timeout=None, timeout_fn=None,
+               interval=WAIT_LOG_INTERVAL_S, clock=time.monotonic,
+               latest_checkpoint=tf.train.latest_checkpoint):
+    self._directory = directory
+    self._timeout = timeout
+    self._timeout_fn = timeout_fn
+    self._clock = clock
+    self._latest_checkpoint = latest_checkpoint
+    if timeout is None:
+      self._rounds = None
+      self.poll_timeout = interval
+    else:
+      # Equal rounds that add up to the caller's timeout.
+      self._rounds = max(1, math.ceil(timeout / interval))
+      self.poll_timeout = timeout / self._rounds
+    self._last = None  # The newest checkpoint seen.
+    self._since = clock()  # When the current wait started.
+    self._done_rounds = 0  # Rounds since then, toward the caller's timeout.
+
+  def message(self, waited_s: float) -> str:
+    """The progress line after `waited_s` seconds without a new checkpoint."""
+    if self._last is None:
+      what = 'a checkpoint'
+    else:
+      what = f'a checkpoint newer than {os.path.basename(self._last)}'
+    text = f'still waiting for {what} in {self._directory}, {waited_s:.0f} s'
+    if not tf.io.gfile.isdir(self._directory):
+      text += ' (the folder does not exist)'
+    return text
+
+  def __call__(self) -> bool:
+    """Called by the iterator after each round without a new checkpoint.
+
+    Returns:
+      True to end the iterator (the caller's timeout passed and its
+      `timeout_fn` said so, or it had none), else False (wait again).
+    """
+    now = self._clock()
+    latest = self._latest_checkpoint(self._directory)
+    if latest != self._last:
+      # The iterator found and evaluated `latest`, then waited one round.
+      self._last = latest
+      self._since = now - self.poll_timeout
+      self._done_rounds = 0
+    self._done_rounds += 1
+    if self._rounds is not None and self._done_rounds >= self._rounds:
+      if self._timeout_fn is None or self._timeout_fn():
+        return True
+      self._done_rounds = 0  # The iterator's timeout starts again.
+    logging.info(self.message(now - self._since))
+    return False
+
+
+class WaitLoggingController(orbit.Controller):
+  """An Orbit controller whose continuous evaluation logs while it waits."""
+
+  def evaluate_continuously(self, steps=-1, timeout=None, timeout_fn=None):
+    waiter = CheckpointWaitLogger(self.checkpoint_manager.directory,
+                                  timeout=timeout, timeout_fn=timeout_fn,
+                                  interval=WAIT_LOG_INTERVAL_S)
+    return super().evaluate_continuously(
+        steps=steps, timeout=waiter.poll_timeout, timeout_fn=waiter)
 
 
 def _flatten(tree, prefix=''):
@@ -148,6 +261,7 @@ def main(_):
   params = train_utils.parse_configuration(FLAGS)
   model_dir = FLAGS.model_dir
   check_eval_checkpoint(FLAGS.mode, model_dir)
+  warn_missing_model_dir(FLAGS.mode, model_dir)
   if 'train' in FLAGS.mode:
     check_resume_config(params, model_dir)
     # Eval-only jobs do not write params.yaml: a continuous evaluator would
@@ -175,7 +289,8 @@ def main(_):
       params=params,
       model_dir=model_dir,
       trainer=trainer,
-      train_actions=[NonFiniteLossGuard(trainer.global_step)])
+      train_actions=[NonFiniteLossGuard(trainer.global_step)],
+      controller_cls=WaitLoggingController)
   train_utils.save_gin_config(FLAGS.mode, model_dir)
 
 

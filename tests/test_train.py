@@ -1,11 +1,15 @@
 """train.py end to end on the toy world, and its failure modes."""
 import glob
+import logging
 import os
 import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 import yaml
+
+import train as train_script  # pylint: disable=g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ('trainer.train_steps=2,trainer.steps_per_loop=1,'
@@ -167,3 +171,122 @@ def test_eval_after_training_evaluates_the_checkpoint(tmp_path):
   proc = run_train(model_dir, mode='eval')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "'validation_loss'" in proc.stderr
+
+
+def test_continuous_eval_on_a_missing_model_dir_warns_naming_it(tmp_path,
+                                                                caplog):
+  missing = str(tmp_path / 'not_yet')
+  with caplog.at_level(logging.WARNING):
+    assert train_script.warn_missing_model_dir('continuous_eval', missing)
+  assert [r.getMessage() for r in caplog.records
+          if r.levelno == logging.WARNING] == [
+              f"--mode=continuous_eval: --model_dir='{missing}' does not "
+              'exist (yet); waiting for a training job to create it and '
+              'write a checkpoint there']
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    # An existing folder, or another mode (which creates it): no warning.
+    assert not train_script.warn_missing_model_dir('continuous_eval',
+                                                   str(tmp_path))
+    assert not train_script.warn_missing_model_dir('train', missing)
+  assert not caplog.records
+
+
+class _FakeClock:
+
+  def __init__(self):
+    self.now = 1000.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_checkpoint_wait_logger_logs_progress_and_keeps_the_timeout(
+    tmp_path, caplog):
+  """The iterator's calls simulated: no real waiting."""
+  missing = str(tmp_path / 'run')
+  clock, latest, calls = _FakeClock(), {'path': None}, []
+
+  def timeout_fn():
+    calls.append(clock.now)
+    return len(calls) == 2  # Training ends at the second timeout.
+
+  waiter = train_script.CheckpointWaitLogger(
+      missing, timeout=3600, timeout_fn=timeout_fn, interval=300,
+      clock=clock, latest_checkpoint=lambda d: latest['path'])
+  assert waiter.poll_timeout == 300
+
+  def rounds(n):
+    results = []
+    for _ in range(n):
+      clock.now += waiter.poll_timeout
+      results.append(waiter())
+    return results
+
+  with caplog.at_level(logging.INFO):
+    assert rounds(12) == [False] * 12
+  messages = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith('still waiting')]
+  assert messages[0] == (f'still waiting for a checkpoint in {missing}, '
+                         '300 s (the folder does not exist)')
+  assert messages[-1].startswith(
+      f'still waiting for a checkpoint in {missing}, 3600 s')
+  assert len(messages) == 12
+  # The caller's timeout_fn ran once, after its 3600 s, as before.
+  assert calls == [1000.0 + 3600]
+  # A checkpoint came and was evaluated: the wait starts again from it.
+  os.makedirs(missing)
+  latest['path'] = os.path.join(missing, 'ckpt-2')
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    assert rounds(11) == [False] * 11
+  assert caplog.records[0].getMessage() == (
+      f'still waiting for a checkpoint newer than ckpt-2 in {missing}, 300 s')
+  assert len(calls) == 1
+  # 3600 s after that checkpoint, timeout_fn says training ended.
+  assert rounds(1) == [True]
+  assert calls[1] == calls[0] + 12 * 300
+
+  # An uneven timeout: equal rounds that add up to it; without a timeout_fn
+  # the iterator ends at the timeout, as tf.train.checkpoints_iterator does.
+  waiter = train_script.CheckpointWaitLogger(
+      missing, timeout=1000, interval=300, clock=clock,
+      latest_checkpoint=lambda d: None)
+  assert waiter.poll_timeout == 250
+  assert rounds(4) == [False] * 3 + [True]
+  # No timeout: it waits (and logs) forever.
+  waiter = train_script.CheckpointWaitLogger(
+      missing, interval=300, clock=clock, latest_checkpoint=lambda d: None)
+  assert waiter.poll_timeout == 300
+  assert rounds(50) == [False] * 50
+
+
+def test_checkpoint_wait_logger_in_tf_checkpoints_iterator(tmp_path, caplog):
+  """With the real iterator: rounds shorter than its 1 s sleep end at once."""
+  missing = str(tmp_path / 'run')
+  waiter = train_script.CheckpointWaitLogger(
+      missing, timeout=0.8, timeout_fn=lambda: True, interval=0.2)
+  with caplog.at_level(logging.INFO):
+    assert not list(tf.train.checkpoints_iterator(
+        missing, timeout=waiter.poll_timeout, timeout_fn=waiter))
+  messages = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith('still waiting')]
+  assert len(messages) == 3
+  assert all(m.startswith(f'still waiting for a checkpoint in {missing}, ')
+             and m.endswith(' s (the folder does not exist)')
+             for m in messages)
+
+
+def test_continuous_eval_warns_and_ends_at_its_timeout(tmp_path):
+  """train.py wires both in: a missing --model_dir is named, and the
+  evaluator still ends at trainer.continuous_eval_timeout once the
+  training steps are reached (0 here: no checkpoint is needed)."""
+  model_dir = str(tmp_path / 'run')
+  proc = run_train(
+      model_dir, mode='continuous_eval', experiment='const_cl_ava_toy',
+      overrides=('trainer.validation_steps=1,trainer.train_steps=0,'
+                 'trainer.continuous_eval_timeout=2'), timeout=180)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert (f"--mode=continuous_eval: --model_dir='{model_dir}' does not exist "
+          '(yet)') in proc.stderr
+  assert 'No new checkpoints will be generated' in proc.stderr
