@@ -1,4 +1,4 @@
-"""Checks the leaves of an assembled config against their field annotations.
+"""Normalizes and checks the leaves of a config against their annotations.
 
 Model Garden's `hyperparams.Config` stores whatever `--params_override` or a
 `--config_file` YAML gives it: `trainer.train_steps=abc` is kept as the string
@@ -10,18 +10,25 @@ dotted field, the expected type and the value; the experiment configs'
 `validate()` call it first, so every entry point that assembles a config
 (train.py, tools/) checks it before any model or dataset is built.
 
-Leniencies, as the override parser reads text:
-  * a `str` field also takes an int (`feature_endpoint=4`,
-    `freeze_until=2` mean '4' and '2') and None (an empty value, `x=`, means
-    '');
-  * a `float` field takes an int (`learning_rate=1`), but not a NaN or an
-    infinity;
-  * as Model Garden's own AdamW config does, a list of str may be a
-    single str;
-  * `Any`, `Dict`, `Sequence`, ... are not checked.
+Normalization, as the override parser reads text: before a leaf is
+checked, in a `str` field (alone, in an Optional or in a list or tuple of
+str) an int (not a bool) becomes its decimal string: `feature_endpoint=4`
+and `freeze_until=2` are stored as '4' and '2'. A plain `str` field's None
+(an empty value, `x=`) becomes ''; an `Optional[str]` field keeps None, as
+a field is Optional[str] only where None means something else than ''.
+Code reading a validated config therefore gets real strings. Only a leaf
+that changes is assigned, so validating again is a no-op; a locked config
+(`lock()` on it or on a config holding it) is never changed: a leaf it
+would need to normalize is an error (`validate()` before `lock()`).
 
-Fixed-length tuples (`feature_shape: Tuple[int, int, int, int]`) are checked
-item by item, length included.
+Accepted as they are:
+  * an int in a `float` field (`learning_rate=1`), but not a NaN or an
+    infinity;
+  * as Model Garden's own AdamW config does, a single str for a list of
+    str;
+  * anything in `Any`, `Dict`, `Sequence`, ... fields (not checked).
+Fixed-length tuples (`feature_shape: Tuple[int, int, int, int]`) are
+checked item by item, length included.
 """
 import math
 import types
@@ -43,44 +50,72 @@ class ConfigTypeError(TypeError, ValueError):
   """A config leaf of the wrong type (both a TypeError and a ValueError)."""
 
 
-def _matches(value, annotation) -> bool:
-  """Whether `value` fits `annotation` (unknown annotations always fit)."""
+# `_normalized`'s answer for a value that does not fit the annotation.
+_MISFIT = object()
+
+
+def _normalized(value, annotation):
+  """`value` as stored for `annotation`, or `_MISFIT` if it does not fit.
+
+  Returns `value` itself when it fits as it is (unknown annotations always
+  fit), else a new normalized value (see the module docstring).
+  """
   if annotation is Any or annotation is typing.Any:
-    return True
+    return value
   origin = typing.get_origin(annotation)
   args = typing.get_args(annotation)
   if _is_union(origin):
-    return any(_matches(value, a) for a in args)
+    # A member the value fits unchanged wins (None stays None in an
+    # Optional[str], an int stays an int in an Optional[float]); else the
+    # first member it normalizes to.
+    results = [_normalized(value, a) for a in args]
+    if any(r is value for r in results):
+      return value
+    return next((r for r in results if r is not _MISFIT), _MISFIT)
   if annotation is type(None):
-    return value is None
+    return value if value is None else _MISFIT
   if annotation is bool:
-    return isinstance(value, bool)
+    return value if isinstance(value, bool) else _MISFIT
   if annotation is int:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return value if _is_int(value) else _MISFIT
   if annotation is float:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return value if ((_is_int(value) or isinstance(value, float))
+                     and math.isfinite(value)) else _MISFIT
   if annotation is str:
-    return value is None or isinstance(value, str) or (
-        isinstance(value, int) and not isinstance(value, bool))
+    if isinstance(value, str):
+      return value
+    if value is None:
+      return ''
+    return str(value) if _is_int(value) else _MISFIT
   if origin in (tuple, list):
     if isinstance(value, str) and args and args[0] is str:
-      return True  # Model Garden's own AdamW default: one regex for a list.
+      return value  # Model Garden's own AdamW default: one regex for a list.
     if not isinstance(value, (tuple, list)):
-      return False
+      return _MISFIT
     if not args:
-      return True
+      return value
     if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-      return len(value) == len(args) and all(
-          _matches(v, a) for v, a in zip(value, args))
-    return all(_matches(v, args[0]) for v in value)
+      if len(value) != len(args):
+        return _MISFIT
+      items = [_normalized(v, a) for v, a in zip(value, args)]
+    else:
+      items = [_normalized(v, args[0]) for v in value]
+    if any(i is _MISFIT for i in items):
+      return _MISFIT
+    if all(i is v for i, v in zip(items, value)):
+      return value
+    return type(value)(items)
   if origin is not None:
     # Dict, Sequence, Callable, ...: not checked.
-    return True
+    return value
   if isinstance(annotation, type):  # A Config subclass, among others.
-    return isinstance(value, annotation)
+    return value if isinstance(value, annotation) else _MISFIT
   # A string or other forward reference: not checked.
-  return True
+  return value
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _type_name(annotation) -> str:
@@ -92,15 +127,24 @@ def _type_name(annotation) -> str:
 
 
 def check_config_types(config: hyperparams.Config, prefix: str = '') -> None:
-  """Raises if a leaf of `config` does not fit its field annotation.
+  """Normalizes the leaves of `config`, then checks them (module docstring).
 
   Args:
-    config: an assembled (overridden) config.
+    config: an assembled (overridden) config; normalized in place.
     prefix: dotted path of `config` ('' for the experiment config).
 
   Raises:
-    ConfigTypeError: naming the dotted field, the expected type and the value.
+    ConfigTypeError: naming the dotted field, the expected type and the
+      value; also when a leaf would need normalizing in a locked config.
   """
+  _check(config, prefix, locked=False)
+
+
+def _check(config: hyperparams.Config, prefix: str, locked: bool) -> None:
+  """`check_config_types` of `config`, inside a locked config if `locked`."""
+  # Model Garden's lock() sets the flag of the config it is called on only,
+  # its sub-configs stay assignable; lock() means the whole tree is final.
+  locked = locked or getattr(config, '_locked', False)
   try:
     # pylint: disable-next=protected-access
     annotations = type(config)._get_annotations()
@@ -111,12 +155,28 @@ def check_config_types(config: hyperparams.Config, prefix: str = '') -> None:
       continue
     value = getattr(config, name)
     path = f'{prefix}{name}'
-    if not _matches(value, annotation):
+    normalized = _normalized(value, annotation)
+    if normalized is _MISFIT:
       raise ConfigTypeError(f'{path} must be {_type_name(annotation)}, '
                             f'got {_describe(value)}')
+    if normalized is not value:
+      if locked:
+        # Writing around the lock would change a config its owner froze
+        # (after writing params.yaml, say); leaving the value would hand
+        # an int or None to code that relies on a str. Every entry point
+        # here validates before it locks (Model Garden's
+        # train_utils.parse_configuration, tasks/features.py,
+        # tools/track.py), so a validated, locked config has nothing left
+        # to normalize and validates again unchanged.
+        raise ConfigTypeError(
+            f'{path} must be {_type_name(annotation)}, got '
+            f'{_describe(value)}: it would be stored as {normalized!r}, '
+            'but the config is locked; call validate() before lock()')
+      setattr(config, name, normalized)
+      value = getattr(config, name)
     if isinstance(value, hyperparams.Config):
-      check_config_types(value, f'{path}.')
+      _check(value, f'{path}.', locked)
     elif isinstance(value, (list, tuple)):
       for i, item in enumerate(value):
         if isinstance(item, hyperparams.Config):
-          check_config_types(item, f'{path}[{i}].')
+          _check(item, f'{path}[{i}].', locked)

@@ -100,19 +100,97 @@ def test_bad_yaml_names_the_field_before_the_model_is_built(tmp_path, text,
     features_lib.load_experiment_config('const_cl_pretrain_toy', [str(path)])
 
 
-@pytest.mark.parametrize('name,override', [
-    ('const_cl_ava_toy', 'task.model.feature_endpoint=4'),
-    ('const_cl_pretrain_toy', 'task.train_data.toy_world_split='),
-    ('const_cl_pretrain_toy', 'task.model.freeze_until=2'),
-    ('const_cl_tracking_toy', 'task.model.freeze_until=3'),
-    ('const_cl_pretrain_toy',
-     'trainer.optimizer_config.learning_rate.cosine.initial_learning_rate=1'),
-    ('const_cl_pretrain_toy', 'task.train_data.cycle_length='),
-])
-def test_deliberate_leniencies_pass(name, override):
+# (experiment, override, dotted field, value after validate()).
+NORMALIZED_OVERRIDES = [
+    ('const_cl_ava_toy', 'task.model.feature_endpoint=4',
+     'task.model.feature_endpoint', '4'),
+    ('const_cl_pretrain_toy', 'task.model.freeze_until=2',
+     'task.model.freeze_until', '2'),
+    ('const_cl_tracking_toy', 'task.model.freeze_until=3',
+     'task.model.freeze_until', '3'),
+    # `x=` parses to None; in a `str` field it is ''.
+    ('const_cl_linear_eval_ucf101_toy', 'task.validation_data.toy_world_split=',
+     'task.validation_data.toy_world_split', ''),
+    ('const_cl_ava_toy', 'task.train_data.toy_world_split=',
+     'task.train_data.toy_world_split', ''),
+]
+
+
+def _leaf(config, dotted):
+  for name in dotted.split('.'):
+    config = getattr(config, name)
+  return config
+
+
+@pytest.mark.parametrize('name,override,field,value', NORMALIZED_OVERRIDES)
+def test_override_text_is_normalized_to_the_field_type(name, override, field,
+                                                       value):
   config = exp_factory.get_exp_config(name)
   config = hyperparams.override_params_dict(config, override, is_strict=True)
-  config_types.check_config_types(config)
+  assert _leaf(config, field) != value  # as parsed: an int or None
+  config.validate()
+  leaf = _leaf(config, field)
+  assert leaf == value and isinstance(leaf, str)
+
+
+def test_int_override_dict_is_the_decimal_string():
+  config = exp_factory.get_exp_config('const_cl_ava_toy')
+  config.override({'task': {'model': {'feature_endpoint': 4}}})
+  config.validate()
+  assert config.task.model.feature_endpoint == '4'
+  assert isinstance(config.task.model.feature_endpoint, str)
+
+
+@pytest.mark.parametrize('override,field,value', [
+    ('trainer.optimizer_config.learning_rate.cosine.initial_learning_rate=1',
+     'trainer.optimizer_config.learning_rate.cosine.initial_learning_rate',
+     1),
+    ('task.train_data.cycle_length=', 'task.train_data.cycle_length', None),
+])
+def test_values_that_fit_as_they_are_stay_unchanged(override, field, value):
+  config = exp_factory.get_exp_config('const_cl_pretrain_toy')
+  config = hyperparams.override_params_dict(config, override, is_strict=True)
+  config.validate()
+  leaf = _leaf(config, field)
+  assert (leaf, type(leaf)) == (value, type(value))
+
+
+@pytest.mark.parametrize('override,message', [
+    ('task.model.feature_endpoint=true',
+     'task.model.feature_endpoint must be str, got True (bool)'),
+    ('task.train_data.toy_world_split=1.5',
+     'task.train_data.toy_world_split must be str, got 1.5 (float)'),
+])
+def test_a_bool_or_float_in_a_str_field_is_still_an_error(override, message):
+  config = exp_factory.get_exp_config('const_cl_ava_toy')
+  config = hyperparams.override_params_dict(config, override, is_strict=True)
+  with pytest.raises(ValueError, match=re.escape(message)):
+    config.validate()
+
+
+def test_a_validated_locked_config_validates_again():
+  config = exp_factory.get_exp_config('const_cl_ava_toy')
+  config = hyperparams.override_params_dict(
+      config, 'task.model.feature_endpoint=4', is_strict=True)
+  config.validate()
+  config.lock()
+  config.validate()  # nothing left to normalize: nothing is assigned
+  assert config.task.model.feature_endpoint == '4'
+
+
+def test_a_locked_config_is_not_normalized_behind_its_lock():
+  config = exp_factory.get_exp_config('const_cl_ava_toy')
+  config = hyperparams.override_params_dict(
+      config, 'task.model.feature_endpoint=4', is_strict=True)
+  # Model Garden's lock() flags the experiment config only; its
+  # sub-configs would still take an assignment.
+  config.lock()
+  with pytest.raises(ValueError, match=re.escape(
+      "task.model.feature_endpoint must be str, got 4 (int): it would be "
+      "stored as '4', but the config is locked; call validate() before "
+      "lock()")):
+    config.validate()
+  assert config.task.model.feature_endpoint == 4
 
 
 @dataclasses.dataclass
@@ -120,6 +198,9 @@ class _Leaf(hyperparams.Config):
   size: Optional[int] = None
   anything: Any = None
   shape: Tuple[int, ...] = (1, 2)
+  name: str = 'a'
+  maybe_name: Optional[str] = None
+  names: Tuple[str, ...] = ('a', 'b')
 
 
 @dataclasses.dataclass
@@ -181,3 +262,32 @@ def test_none_inside_a_variable_length_list_is_refused():
       'task.model.backbone.resnet_3d_y.block_repeats must be '
       'Tuple[int, ...], got [3, None, 6, 3] (list)')):
     config.validate()
+
+
+def test_str_leaves_normalize_optional_str_keeps_none_lists_item_by_item():
+  root = _Root()
+  root.leaf.name = 7
+  root.leaf.maybe_name = 8
+  root.leaf.names = ('a', 9, None)
+  config_types.check_config_types(root)
+  assert root.leaf.name == '7'
+  assert root.leaf.maybe_name == '8'
+  assert root.leaf.names == ('a', '9', '')
+  root.leaf.name = None
+  root.leaf.maybe_name = None  # None means something else than '' here
+  config_types.check_config_types(root)
+  assert root.leaf.name == ''
+  assert root.leaf.maybe_name is None
+  root.leaf.names = ('a', False)
+  with pytest.raises(TypeError, match=re.escape(
+      "leaf.names must be Tuple[str, ...], got ('a', False) (tuple)")):
+    config_types.check_config_types(root)
+
+
+def test_a_locked_sub_config_is_not_normalized_either():
+  root = _Root()
+  root.leaf.name = 7
+  root.leaf.lock()
+  with pytest.raises(TypeError, match='but the config is locked'):
+    config_types.check_config_types(root)
+  assert root.leaf.name == 7

@@ -84,6 +84,8 @@ def test_feature_endpoint_override_as_a_number_reads_res4():
       config, 'task.model.feature_endpoint=4', is_strict=True)
   assert config.task.model.feature_endpoint == 4
   config.validate()
+  # validate() stores it as the str the model and its builder take.
+  assert config.task.model.feature_endpoint == '4'
   model = action_localization.ActionLocalizationTask(config.task).build_model()
   frames = tf.zeros([1] + list(config.task.train_data.feature_shape))
   res4 = model.backbone(frames, training=False)['4']

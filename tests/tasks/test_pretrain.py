@@ -119,13 +119,14 @@ def test_unknown_freeze_until_is_a_config_error():
 @pytest.mark.parametrize('experiment', ['const_cl_pretrain_toy',
                                         'const_cl_tracking_toy'])
 def test_freeze_until_from_the_command_line(experiment):
-  # `freeze_until=3` parses to the int 3; it means the endpoint '3'.
+  # `freeze_until=3` parses to the int 3; validate() stores the endpoint '3'.
   config = hyperparams.override_params_dict(
       exp_factory.get_exp_config(experiment), 'task.model.freeze_until=3',
       is_strict=True)
   assert config.task.model.freeze_until == 3
   config.validate()
+  assert config.task.model.freeze_until == '3'
   config = hyperparams.override_params_dict(
       config, 'task.model.freeze_until=4', is_strict=True)
-  with pytest.raises(ValueError, match='got 4'):
+  with pytest.raises(ValueError, match="got '4'"):
     config.validate()
