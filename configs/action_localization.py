@@ -185,8 +185,7 @@ def validate_task(task: ActionLocalizationTask) -> None:
   stride = const_cl.backbone_frame_stride(model)
   for name in ('train_data', 'validation_data'):
     data = getattr(task, name)
-    # `--params_override=...toy_world_split=` parses to None: same as ''.
-    if data.toy_world_split not in TOY_SPLITS + (None,):
+    if data.toy_world_split not in TOY_SPLITS:
       raise ValueError(f'task.{name}.toy_world_split must be one of '
                        f'{TOY_SPLITS}, got {data.toy_world_split!r}')
     if data.max_boxes < 1:

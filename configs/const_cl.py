@@ -49,7 +49,9 @@ class DataConfig(cfg.DataConfig):
   """
   # A pattern, comma-separated patterns, or a list of them.
   input_path: Union[str, List[str]] = ''
-  toy_world_split: Optional[str] = ''  # '' | train | validation
+  # '' | train | validation; an empty override (`x=`, None) is stored as ''
+  # (configs/config_types.py).
+  toy_world_split: str = ''
   # Which toy world (TOY_WORLDS) `toy_world_split` reads: 'pairs' (the
   # Kinetics stand-in), 'plain' (the same scenes without colour: flat grey
   # background, white objects) or 'shapes' (the transfer world).
@@ -176,8 +178,7 @@ def validate_pretrain_task(task: ConstCLPretrainTask) -> None:
     if data.region_source not in REGION_SOURCES:
       raise ValueError(f'task.{data_name}.region_source must be one of '
                        f'{REGION_SOURCES}, got {data.region_source!r}')
-    # `--params_override=...toy_world_split=` parses to None: same as ''.
-    if data.toy_world_split not in ('', None, 'train', 'validation'):
+    if data.toy_world_split not in ('', 'train', 'validation'):
       raise ValueError(f'task.{data_name}.toy_world_split must be "", train '
                        f'or validation, got {data.toy_world_split!r}')
     if data.toy_world not in TOY_WORLDS:

@@ -19,7 +19,6 @@ num_classes, tfds_name, ...); the toy variants derive from the real ones and
 take the backbone of the toy pretraining experiment.
 """
 import dataclasses
-from typing import Optional
 
 from official.core import config_definitions as cfg
 from official.core import exp_factory
@@ -113,7 +112,7 @@ class VideoClassificationTask(cfg.TaskConfig):
   # True: frozen backbone run with training=False (BN statistics fixed),
   # only the classifier trains. False: every layer trains (fine-tuning).
   linear_eval: bool = True
-  init_checkpoint: Optional[str] = ''
+  init_checkpoint: str = ''
   init_checkpoint_modules: str = 'backbone'  # backbone
   allow_random_init: bool = False
 
@@ -165,8 +164,7 @@ def validate_classification_task(task: VideoClassificationTask) -> None:
                        'is single-label (softmax)')
     if not data.one_hot:
       raise ValueError(f'task.{name}.one_hot must be True')
-    # `--params_override=...toy_world_split=` parses to None: same as ''.
-    if data.toy_world_split not in ('', None, 'train', 'validation'):
+    if data.toy_world_split not in ('', 'train', 'validation'):
       raise ValueError(f'task.{name}.toy_world_split must be "", train or '
                        f'validation, got {data.toy_world_split!r}')
     if data.toy_world not in TOY_WORLDS:

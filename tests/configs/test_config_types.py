@@ -109,10 +109,15 @@ NORMALIZED_OVERRIDES = [
     ('const_cl_tracking_toy', 'task.model.freeze_until=3',
      'task.model.freeze_until', '3'),
     # `x=` parses to None; in a `str` field it is ''.
+    ('const_cl_pretrain_toy', 'task.train_data.toy_world_split=',
+     'task.train_data.toy_world_split', ''),
     ('const_cl_linear_eval_ucf101_toy', 'task.validation_data.toy_world_split=',
      'task.validation_data.toy_world_split', ''),
     ('const_cl_ava_toy', 'task.train_data.toy_world_split=',
      'task.train_data.toy_world_split', ''),
+    ('const_cl_linear_eval_ucf101_toy',
+     'task.init_checkpoint=,task.allow_random_init=true',
+     'task.init_checkpoint', ''),
 ]
 
 

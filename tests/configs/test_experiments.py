@@ -170,6 +170,7 @@ def test_empty_toy_world_split_override_means_no_toy_world(name):
       config, 'task.train_data.toy_world_split=', is_strict=True)
   assert config.task.train_data.toy_world_split is None
   config.validate()
+  assert config.task.train_data.toy_world_split == ''
   config.task.train_data.toy_world_split = 'test'
   with pytest.raises(ValueError, match='train_data.toy_world_split must be'):
     config.validate()
