@@ -168,8 +168,7 @@ def validate_task(task: ActionLocalizationTask) -> None:
     raise ValueError(f'task.model.backbone.type must be resnet_3d_y, got '
                      f'{model.backbone.type!r}')
   backbones.check_resnet_3d_y(model.backbone.resnet_3d_y)
-  # An override `feature_endpoint=4` parses to the int 4: the same as '4'.
-  if str(model.feature_endpoint) not in FEATURE_ENDPOINTS:
+  if model.feature_endpoint not in FEATURE_ENDPOINTS:
     raise ValueError(f'task.model.feature_endpoint must be one of '
                      f'{FEATURE_ENDPOINTS}, got {model.feature_endpoint!r}')
   if model.feature_endpoint == '5r' and (

@@ -32,7 +32,6 @@ class ActionLocalizationModel(tf_keras.Model):
                feature_endpoint: str = '5r', freeze_backbone: bool = False,
                **kwargs):
     super().__init__(**kwargs)
-    feature_endpoint = str(feature_endpoint)  # an override's `4` is '4'
     if feature_endpoint not in FEATURE_ENDPOINTS:
       raise ValueError(f'feature_endpoint must be one of {FEATURE_ENDPOINTS}, '
                        f'got {feature_endpoint!r}')

@@ -1,5 +1,8 @@
 """Action-transformer head, its masked loss and the localization model."""
+import re
+
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from official.core import exp_factory
@@ -161,3 +164,12 @@ def test_registered_builder_reads_res5r():
       input_specs=tf_keras.layers.InputSpec(shape=[None, 8, 32, 32, 3]),
       model_config=config.model, num_classes=al_cfg.TOY_NUM_CLASSES)
   assert not plain.checkpoint_items['head'].get_config()['normalize_features']
+
+
+def test_model_takes_the_endpoint_as_a_str_only():
+  # validate() turns an override's int 4 into '4' (configs/config_types.py);
+  # the model does not guess what another type means.
+  with pytest.raises(ValueError, match=re.escape(
+      "feature_endpoint must be one of ('5r', '5g', '4'), got 4")):
+    action_localization_model.ActionLocalizationModel(
+        backbone=None, head=None, feature_endpoint=4)
