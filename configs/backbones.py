@@ -26,18 +26,13 @@ R3D50_TEMPORAL_KERNEL_SIZES = (1, 1, 1) + (1, 1, 1, 1) + (3,) * 6 + (3, 3, 3)
 FREEZE_UNTIL = ('', 'stem', '2', '3')
 
 
-def freeze_until_endpoint(value) -> str:
-  """A `freeze_until` value as an endpoint name ('' for none).
+def check_freeze_until(value: str) -> None:
+  """Raises a ValueError naming `task.model.freeze_until` if `value` is bad.
 
-  `--params_override=task.model.freeze_until=2` parses to the int 2 (and an
-  empty value to None); both mean the same as the strings.
+  An override `freeze_until=2` (the int 2) or `freeze_until=` (None) is the
+  str '2' or '' by the time `validate()` gets here (configs/config_types.py).
   """
-  return '' if value is None else str(value)
-
-
-def check_freeze_until(value) -> None:
-  """Raises a ValueError naming `task.model.freeze_until` if `value` is bad."""
-  if freeze_until_endpoint(value) not in FREEZE_UNTIL:
+  if value not in FREEZE_UNTIL:
     raise ValueError(f'task.model.freeze_until must be one of '
                      f'{FREEZE_UNTIL}, got {value!r}')
 

@@ -24,8 +24,7 @@ downstream task uses (`tools/reset_backbone_stages.py`);
 keeps fixed (`freeze_until`).
 """
 import re
-from typing import (Any, Callable, Dict, List, Mapping, Sequence, Set, Tuple,
-                    Union)
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Set, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -131,7 +130,7 @@ def layers_between(model: tf_keras.Model, output, stop) -> List[
 
 
 def frozen_variable_ids(backbone: tf_keras.Model,
-                        freeze_until: Union[str, int, None]) -> Set[int]:
+                        freeze_until: str) -> Set[int]:
   """ids of the trainable variables from the input up to `freeze_until`.
 
   'stem' covers the stem, '2' the stem and res2, '3' also res3, '' nothing
@@ -143,7 +142,6 @@ def frozen_variable_ids(backbone: tf_keras.Model,
     ValueError: for a value outside `configs.backbones.FREEZE_UNTIL`.
   """
   backbones_cfg.check_freeze_until(freeze_until)
-  freeze_until = backbones_cfg.freeze_until_endpoint(freeze_until)
   if not freeze_until:
     return set()
   last = 'stem' if freeze_until == 'stem' else f'res{freeze_until}'
