@@ -44,7 +44,7 @@ from official.modeling import performance
 from official.modeling.hyperparams import params_dict
 import orbit
 
-from tasks import registry_imports  # pylint: disable=unused-import
+from tasks import registry_imports
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer(
@@ -252,6 +252,7 @@ def check_config_files(paths) -> None:
 
 
 def main(_):
+  registry_imports.check_experiment(FLAGS.experiment)
   check_config_files(FLAGS.config_file)
   gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_params)
   if FLAGS.seed is not None:

@@ -32,7 +32,7 @@ from dataloaders import video_records
 from modeling import const_cl_model  # pylint: disable=unused-import
 from modeling import export as export_lib
 from tasks import pretrain
-from tasks import registry_imports  # pylint: disable=unused-import
+from tasks import registry_imports
 
 ENDPOINTS = export_lib.SERVING_OUTPUTS
 FORMATS = ('npy', 'tfrecord')
@@ -44,25 +44,26 @@ FEATURE_SHAPE_KEY = 'features/shape'
 FEATURE_ENDPOINT_KEY = 'features/endpoint'
 
 
-def load_experiment_config(experiment: str,
-                           config_files: Sequence[str] = (),
-                           params_override: str = '') -> cfg.ExperimentConfig:
-  """Registered experiment -> YAML files (strict) -> overrides -> validate.
+def assemble_experiment_config(
+    experiment: str, config_files: Sequence[str] = (),
+    params_override: str = '',
+    overrides: Optional[Dict[str, Any]] = None) -> cfg.ExperimentConfig:
+  """Registered experiment -> YAML files -> overrides -> validate -> lock.
 
   The same order as `train.py`, so a tool sees the model that was trained.
+  Any experiment; `load_experiment_config` is the pretraining one.
 
   Args:
     experiment: registered experiment name.
     config_files: YAML files applied in order (unknown keys are errors).
     params_override: a `a.b=1,c=2` string or YAML (strict too).
+    overrides: a dict applied last (strict), e.g. a tool's own settings.
 
   Returns:
     The validated, locked config.
   """
-  try:
-    params = exp_factory.get_exp_config(experiment)
-  except KeyError as e:
-    raise ValueError(f'unknown experiment {experiment!r}: {e}') from e
+  registry_imports.check_experiment(experiment)
+  params = exp_factory.get_exp_config(experiment)
   for path in config_files or ():
     if not tf.io.gfile.exists(path):
       raise FileNotFoundError(f'config file {path!r} does not exist')
@@ -70,8 +71,19 @@ def load_experiment_config(experiment: str,
   if params_override:
     params = hyperparams.override_params_dict(params, params_override,
                                               is_strict=True)
+  if overrides:
+    params.override(overrides, is_strict=True)
   params.validate()
   params.lock()
+  return params
+
+
+def load_experiment_config(experiment: str,
+                           config_files: Sequence[str] = (),
+                           params_override: str = '') -> cfg.ExperimentConfig:
+  """`assemble_experiment_config` of a ConST-CL pretraining experiment."""
+  params = assemble_experiment_config(experiment, config_files,
+                                      params_override)
   if not isinstance(params.task, exp_cfg.ConstCLPretrainTask):
     raise ValueError(f'experiment {experiment!r} is not a ConST-CL '
                      f'pretraining experiment (task config '

@@ -5,6 +5,10 @@ with `task_factory`, backbones and models with the Model Garden factories);
 a test imports this module and checks each registration is there, so a
 missing module fails in CI rather than when a user launches a job.
 """
+import difflib
+
+from official.core import exp_factory
+
 # pylint: disable=unused-import
 from configs import ablations
 from configs import action_localization
@@ -21,3 +25,20 @@ from tasks import video_classification as video_classification_task
 from configs import tracking
 from modeling import tracking_model
 from tasks import tracking as tracking_task
+
+
+def check_experiment(experiment: str) -> None:
+  """Raises a ValueError naming `experiment` if it is not registered.
+
+  Model Garden's registry raises a LookupError ("collection path ... is
+  never registered") from deep in `exp_factory`; this names the flag value
+  and the registered names closest to it.
+  """
+  # pylint: disable-next=protected-access
+  names = sorted(exp_factory._REGISTERED_CONFIGS)
+  if experiment in names:
+    return
+  close = difflib.get_close_matches(experiment, names, n=3, cutoff=0.5)
+  hint = f'; did you mean {", ".join(close)}?' if close else ''
+  raise ValueError(f'unknown experiment {experiment!r} ({len(names)} are '
+                   f'registered, e.g. const_cl_pretrain_toy{hint})')

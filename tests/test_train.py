@@ -134,6 +134,18 @@ def test_missing_config_file_is_named(tmp_path):
   assert 'NotFoundError' not in proc.stderr
 
 
+def test_unknown_experiment_is_named_with_close_names(tmp_path):
+  # Model Garden's registry raised a LookupError ("collection path ... is
+  # never registered") from deep in exp_factory.
+  proc = run_train(str(tmp_path / 'run'), experiment='const_cl_ava_tyo',
+                   timeout=120)
+  assert proc.returncode == 1
+  assert ("ValueError: unknown experiment 'const_cl_ava_tyo' (" in
+          proc.stderr)
+  assert 'did you mean const_cl_ava_toy, ' in proc.stderr
+  assert 'LookupError' not in proc.stderr
+
+
 def test_resume_with_another_config_is_refused_params_yaml_kept(tmp_path):
   """Resuming with another model overwrote params.yaml, then failed in a
   shape mismatch deep in TensorFlow; another loss continued silently."""

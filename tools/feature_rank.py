@@ -36,12 +36,11 @@ from absl import flags
 import tensorflow as tf
 import tf_keras
 
-from official.core import exp_factory
 from official.core import task_factory
-from official.modeling import hyperparams
 from modeling import feature_stats
 from modeling.backbones import branch_loading
 from modeling.layers import blocks_3d
+from tasks import features as features_lib
 from tasks import registry_imports  # pylint: disable=unused-import
 
 _EXPERIMENT = flags.DEFINE_string(
@@ -72,24 +71,11 @@ _OUTPUT_JSON = flags.DEFINE_string('output_json', None,
 def load_config(experiment, config_files, params_override, init_checkpoint):
   """The experiment's config with `task.init_checkpoint`, validated."""
   try:
-    params = exp_factory.get_exp_config(experiment)
-  except KeyError as e:
-    raise app.UsageError(f'--experiment: unknown experiment '
-                         f'{experiment!r}') from e
-  for path in config_files or ():
-    if not tf.io.gfile.exists(path):
-      raise FileNotFoundError(f'--config_file {path!r} does not exist')
-    params = hyperparams.override_params_dict(params, path, is_strict=True)
-  if params_override:
-    params = hyperparams.override_params_dict(params, params_override,
-                                              is_strict=True)
-  if not hasattr(params.task, 'init_checkpoint'):
-    raise app.UsageError(f'--experiment={experiment!r} has no '
-                         'task.init_checkpoint')
-  params.override({'task': {'init_checkpoint': init_checkpoint}})
-  params.validate()
-  params.lock()
-  return params
+    return features_lib.assemble_experiment_config(
+        experiment, config_files, params_override,
+        {'task': {'init_checkpoint': init_checkpoint}})
+  except KeyError as e:  # No task.init_checkpoint in this experiment.
+    raise app.UsageError(f'--experiment={experiment!r}: {e}') from e
 
 
 def input_clips(task, params, experiment: str, split: str,

@@ -12,7 +12,7 @@ from official.modeling import hyperparams
 from configs import const_cl as const_cl_cfg
 from dataloaders import toy_world
 from tasks import pretrain
-from tasks import registry_imports  # pylint: disable=unused-import
+from tasks import registry_imports
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 YAMLS = sorted(glob.glob(os.path.join(REPO, 'configs', 'yaml', '*.yaml')))
@@ -174,3 +174,14 @@ def test_empty_toy_world_split_override_means_no_toy_world(name):
   config.task.train_data.toy_world_split = 'test'
   with pytest.raises(ValueError, match='train_data.toy_world_split must be'):
     config.validate()
+
+
+def test_check_experiment_names_unknown_ones_and_close_names():
+  registry_imports.check_experiment('const_cl_pretrain_toy')  # no error
+  with pytest.raises(ValueError, match=(
+      r"^unknown experiment 'const_cl_pretrain_tyo' \(\d+ are registered, "
+      r'e\.g\. const_cl_pretrain_toy; did you mean const_cl_pretrain_toy')):
+    registry_imports.check_experiment('const_cl_pretrain_tyo')
+  with pytest.raises(ValueError, match=r"^unknown experiment 'zzz' \(\d+ "
+                     r'are registered, e\.g\. const_cl_pretrain_toy\)$'):
+    registry_imports.check_experiment('zzz')
