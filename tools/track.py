@@ -37,9 +37,7 @@ from absl import flags
 from absl import logging
 import tf_keras
 
-from official.core import exp_factory
-from official.modeling import hyperparams
-
+from tasks import features as features_lib
 from tasks import registry_imports  # pylint: disable=unused-import
 from tasks import tracking
 from tasks import tracking_inference
@@ -72,23 +70,10 @@ _EVALUATE = flags.DEFINE_bool(
     '(and write them to <results_dir>/otb_metrics.json).')
 
 
-def load_params(experiment, config_files, params_override):
-  """Registered experiment + strict YAMLs + overrides, validated and locked."""
-  params = exp_factory.get_exp_config(experiment)
-  for path in config_files or []:
-    params = hyperparams.override_params_dict(params, path, is_strict=True)
-  if params_override:
-    params = hyperparams.override_params_dict(params, params_override,
-                                              is_strict=True)
-  params.validate()
-  params.lock()
-  return params
-
-
 def main(argv):
   del argv
-  params = load_params(_EXPERIMENT.value, _CONFIG_FILE.value,
-                       _PARAMS_OVERRIDE.value)
+  params = features_lib.assemble_experiment_config(
+      _EXPERIMENT.value, _CONFIG_FILE.value, _PARAMS_OVERRIDE.value)
   if not isinstance(params.task, tracking.exp_cfg.SiamFCTrackingTask):
     raise app.UsageError(f'--experiment={_EXPERIMENT.value} is not a '
                          'tracking experiment')
