@@ -37,6 +37,7 @@ import tf_keras
 
 from official.common import distribute_utils
 from official.common import flags as tfm_flags
+from official.core import exp_factory
 from official.core import task_factory
 from official.core import train_lib
 from official.core import train_utils
@@ -44,6 +45,7 @@ from official.modeling import performance
 from official.modeling.hyperparams import params_dict
 import orbit
 
+from configs import config_types
 from tasks import registry_imports
 
 FLAGS = flags.FLAGS
@@ -123,27 +125,28 @@ class CheckpointWaitLogger:
   `timeout` (Model Garden: `trainer.continuous_eval_timeout`, 1 h) or
   forever. This waits in rounds of `poll_timeout` <= `interval` seconds
   instead, logging after each round how long it has waited, and applies
-  the original `timeout` / `timeout_fn` after as many rounds as make up
-  `timeout`, so the iterator ends exactly when it did before.
+  the caller's `timeout` / `timeout_fn` as the iterator did:
+    * after each evaluated checkpoint (the controller calls `evaluated`
+      first), the iterator asks `timeout_fn` at once whether training is
+      done (Model Garden's: the global step reached `train_steps`);
+    * after as many rounds without a new checkpoint as make up `timeout`,
+      it asks `timeout_fn`, or ends when there is none.
+  Each round may end up to a second early (the iterator polls every
+  second), so a timeout of N rounds may end up to N seconds early.
 
   Args:
     directory: The checkpoint folder (named in the messages).
     timeout: The caller's timeout in seconds, or None (wait forever).
-    timeout_fn: The caller's timeout_fn, or None (end at the timeout).
+    timeout_fn: The caller's timeout_fn, or None.
     interval: Longest time between two progress messages, seconds.
     clock: Seconds, for the waited time in the messages.
-    latest_checkpoint: `tf.train.latest_checkpoint`; tells when the
-      iterator found a new checkpoint (the wait starts again then).
   """
 
   def __init__(self, directory, timeout=None, timeout_fn=None,
-               interval=WAIT_LOG_INTERVAL_S, clock=time.monotonic,
-               latest_checkpoint=tf.train.latest_checkpoint):
+               interval=WAIT_LOG_INTERVAL_S, clock=time.monotonic):
     self._directory = directory
-    self._timeout = timeout
     self._timeout_fn = timeout_fn
     self._clock = clock
-    self._latest_checkpoint = latest_checkpoint
     if timeout is None:
       self._rounds = None
       self.poll_timeout = interval
@@ -151,9 +154,15 @@ class CheckpointWaitLogger:
       # Equal rounds that add up to the caller's timeout.
       self._rounds = max(1, math.ceil(timeout / interval))
       self.poll_timeout = timeout / self._rounds
-    self._last = None  # The newest checkpoint seen.
+    self._last = None  # The newest checkpoint evaluated.
+    self._just_evaluated = False
     self._since = clock()  # When the current wait started.
     self._done_rounds = 0  # Rounds since then, toward the caller's timeout.
+
+  def evaluated(self, checkpoint_path: str) -> None:
+    """Called when the iterator has yielded `checkpoint_path`."""
+    self._last = checkpoint_path
+    self._just_evaluated = True
 
   def message(self, waited_s: float) -> str:
     """The progress line after `waited_s` seconds without a new checkpoint."""
@@ -167,19 +176,18 @@ class CheckpointWaitLogger:
     return text
 
   def __call__(self) -> bool:
-    """Called by the iterator after each round without a new checkpoint.
+    """Called by the iterator after each evaluation and each empty round.
 
     Returns:
-      True to end the iterator (the caller's timeout passed and its
-      `timeout_fn` said so, or it had none), else False (wait again).
+      True to end the iterator, else False (wait again).
     """
     now = self._clock()
-    latest = self._latest_checkpoint(self._directory)
-    if latest != self._last:
-      # The iterator found and evaluated `latest`, then waited one round.
-      self._last = latest
-      self._since = now - self.poll_timeout
+    if self._just_evaluated:
+      # As the iterator without this wrapper: ask the caller at once.
+      self._just_evaluated = False
+      self._since = now
       self._done_rounds = 0
+      return bool(self._timeout_fn()) if self._timeout_fn else False
     self._done_rounds += 1
     if self._rounds is not None and self._done_rounds >= self._rounds:
       if self._timeout_fn is None or self._timeout_fn():
@@ -192,12 +200,24 @@ class CheckpointWaitLogger:
 class WaitLoggingController(orbit.Controller):
   """An Orbit controller whose continuous evaluation logs while it waits."""
 
+  _waiter = None
+
   def evaluate_continuously(self, steps=-1, timeout=None, timeout_fn=None):
-    waiter = CheckpointWaitLogger(self.checkpoint_manager.directory,
-                                  timeout=timeout, timeout_fn=timeout_fn,
-                                  interval=WAIT_LOG_INTERVAL_S)
-    return super().evaluate_continuously(
-        steps=steps, timeout=waiter.poll_timeout, timeout_fn=waiter)
+    self._waiter = CheckpointWaitLogger(
+        self.checkpoint_manager.directory, timeout=timeout,
+        timeout_fn=timeout_fn, interval=WAIT_LOG_INTERVAL_S)
+    try:
+      return super().evaluate_continuously(
+          steps=steps, timeout=self._waiter.poll_timeout,
+          timeout_fn=self._waiter)
+    finally:
+      self._waiter = None
+
+  def restore_checkpoint(self, checkpoint_path=None):
+    # evaluate_continuously restores each checkpoint the iterator yields.
+    if self._waiter is not None and checkpoint_path:
+      self._waiter.evaluated(checkpoint_path)
+    return super().restore_checkpoint(checkpoint_path)
 
 
 def _flatten(tree, prefix=''):
@@ -216,7 +236,27 @@ def _may_change_on_resume(key: str) -> bool:
       not key.startswith('trainer.optimizer_config.'))
 
 
-def check_resume_config(params, model_dir: str) -> None:
+def _saved_config(path: str, experiment: str) -> dict:
+  """A run's params.yaml as a dict, normalized as `validate()` does.
+
+  A run started before the configs normalized their leaves saved e.g.
+  `feature_endpoint: 4` or `toy_world_split: null` where `validate()` now
+  stores '4' and ''; read through the experiment's config, such a file
+  compares equal to the same command line today. A file that does not fit
+  the experiment's config (another experiment) is compared as it is.
+  """
+  # Model Garden's own reader of the file its serialize_config wrote.
+  raw = params_dict.read_yaml_to_params_dict(path).as_dict()
+  try:
+    saved = exp_factory.get_exp_config(experiment)
+    saved.override(raw, is_strict=True)
+    config_types.check_config_types(saved)
+  except (KeyError, ValueError, TypeError, AttributeError):
+    return raw
+  return saved.as_dict()
+
+
+def check_resume_config(params, model_dir: str, experiment: str) -> None:
   """A train mode resuming a checkpoint keeps the run's params.yaml config.
 
   train.py overwrites MODEL_DIR/params.yaml before Orbit restores the latest
@@ -229,8 +269,7 @@ def check_resume_config(params, model_dir: str) -> None:
   path = os.path.join(model_dir, 'params.yaml')
   if not (tf.train.latest_checkpoint(model_dir) and tf.io.gfile.exists(path)):
     return
-  # Model Garden's own reader of the file its serialize_config wrote.
-  old = _flatten(params_dict.read_yaml_to_params_dict(path).as_dict())
+  old = _flatten(_saved_config(path, experiment))
   new = _flatten(params.as_dict())
   changed = [f'{k}: {old.get(k, "<absent>")!r} -> {new.get(k, "<absent>")!r}'
              for k in sorted(set(old) | set(new))
@@ -264,7 +303,7 @@ def main(_):
   check_eval_checkpoint(FLAGS.mode, model_dir)
   warn_missing_model_dir(FLAGS.mode, model_dir)
   if 'train' in FLAGS.mode:
-    check_resume_config(params, model_dir)
+    check_resume_config(params, model_dir, FLAGS.experiment)
     # Eval-only jobs do not write params.yaml: a continuous evaluator would
     # race the trainer for the same file.
     train_utils.serialize_config(params, model_dir)

@@ -10,6 +10,9 @@ import tensorflow as tf
 import yaml
 
 import train as train_script  # pylint: disable=g-bad-import-order
+from official.core import exp_factory
+from official.modeling.hyperparams import params_dict
+from tasks import features as features_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ('trainer.train_steps=2,trainer.steps_per_loop=1,'
@@ -176,6 +179,34 @@ def test_resume_with_another_config_is_refused_params_yaml_kept(tmp_path):
   assert os.path.exists(os.path.join(model_dir, 'ckpt-3.index'))
 
 
+def test_resume_reads_an_older_params_yaml_as_validate_would(tmp_path):
+  """A run started before the configs normalized their leaves saved
+  `freeze_until: 2` and `toy_world_split: null`; the same command line now
+  validates to '2' and '': it resumes. A real difference is still named."""
+  overrides = 'task.model.freeze_until=2,task.validation_data.toy_world_split='
+  params = features_lib.assemble_experiment_config(
+      'const_cl_pretrain_toy', params_override=overrides)
+  assert params.task.model.freeze_until == '2'
+  assert params.task.validation_data.toy_world_split == ''
+  def save_unvalidated(freeze_until):
+    # What train.py wrote then: the overridden config, leaves as parsed.
+    saved = exp_factory.get_exp_config('const_cl_pretrain_toy')
+    saved.override({'task': {'model': {'freeze_until': freeze_until},
+                             'validation_data': {'toy_world_split': None}}})
+    params_dict.save_params_dict_to_yaml(saved, str(tmp_path / 'params.yaml'))
+
+  save_unvalidated(2)
+  assert 'freeze_until: 2\n' in (tmp_path / 'params.yaml').read_text()
+  tf.train.Checkpoint(v=tf.Variable(1.0)).save(str(tmp_path / 'ckpt'))
+  train_script.check_resume_config(params, str(tmp_path),
+                                   'const_cl_pretrain_toy')  # no error
+  save_unvalidated(3)
+  with pytest.raises(ValueError, match=(
+      r"differs in task\.model\.freeze_until: '3' -> '2'\. ")):
+    train_script.check_resume_config(params, str(tmp_path),
+                                     'const_cl_pretrain_toy')
+
+
 def test_eval_after_training_evaluates_the_checkpoint(tmp_path):
   model_dir = str(tmp_path / 'run')
   proc = run_train(model_dir, mode='train')
@@ -217,15 +248,15 @@ def test_checkpoint_wait_logger_logs_progress_and_keeps_the_timeout(
     tmp_path, caplog):
   """The iterator's calls simulated: no real waiting."""
   missing = str(tmp_path / 'run')
-  clock, latest, calls = _FakeClock(), {'path': None}, []
+  clock, calls = _FakeClock(), []
 
   def timeout_fn():
     calls.append(clock.now)
-    return len(calls) == 2  # Training ends at the second timeout.
+    return len(calls) == 3  # Training ends at the third question.
 
   waiter = train_script.CheckpointWaitLogger(
       missing, timeout=3600, timeout_fn=timeout_fn, interval=300,
-      clock=clock, latest_checkpoint=lambda d: latest['path'])
+      clock=clock)
   assert waiter.poll_timeout == 300
 
   def rounds(n):
@@ -246,29 +277,37 @@ def test_checkpoint_wait_logger_logs_progress_and_keeps_the_timeout(
   assert len(messages) == 12
   # The caller's timeout_fn ran once, after its 3600 s, as before.
   assert calls == [1000.0 + 3600]
-  # A checkpoint came and was evaluated: the wait starts again from it.
+  # A checkpoint came and was evaluated: as the iterator does after every
+  # evaluation, the caller is asked at once (training not done yet), and
+  # the wait starts again from there, logging nothing for the evaluation.
   os.makedirs(missing)
-  latest['path'] = os.path.join(missing, 'ckpt-2')
+  clock.now += 10
+  waiter.evaluated(os.path.join(missing, 'ckpt-2'))
   caplog.clear()
+  with caplog.at_level(logging.INFO):
+    assert not waiter()
+  assert calls[1] == calls[0] + 10 and not caplog.records
   with caplog.at_level(logging.INFO):
     assert rounds(11) == [False] * 11
   assert caplog.records[0].getMessage() == (
       f'still waiting for a checkpoint newer than ckpt-2 in {missing}, 300 s')
-  assert len(calls) == 1
-  # 3600 s after that checkpoint, timeout_fn says training ended.
+  assert len(calls) == 2
+  # 3600 s after that evaluation, timeout_fn says training ended.
   assert rounds(1) == [True]
-  assert calls[1] == calls[0] + 12 * 300
+  assert calls[2] == calls[1] + 12 * 300
 
-  # An uneven timeout: equal rounds that add up to it; without a timeout_fn
-  # the iterator ends at the timeout, as tf.train.checkpoints_iterator does.
+  # Without a timeout_fn, an evaluation never ends the iterator (it did not
+  # ask); an uneven timeout gives equal rounds that add up to it, and the
+  # iterator ends at the timeout, as tf.train.checkpoints_iterator does.
   waiter = train_script.CheckpointWaitLogger(
-      missing, timeout=1000, interval=300, clock=clock,
-      latest_checkpoint=lambda d: None)
+      missing, timeout=1000, interval=300, clock=clock)
   assert waiter.poll_timeout == 250
+  waiter.evaluated(os.path.join(missing, 'ckpt-3'))
+  assert not waiter()
   assert rounds(4) == [False] * 3 + [True]
   # No timeout: it waits (and logs) forever.
-  waiter = train_script.CheckpointWaitLogger(
-      missing, interval=300, clock=clock, latest_checkpoint=lambda d: None)
+  waiter = train_script.CheckpointWaitLogger(missing, interval=300,
+                                             clock=clock)
   assert waiter.poll_timeout == 300
   assert rounds(50) == [False] * 50
 
@@ -287,6 +326,35 @@ def test_checkpoint_wait_logger_in_tf_checkpoints_iterator(tmp_path, caplog):
   assert all(m.startswith(f'still waiting for a checkpoint in {missing}, ')
              and m.endswith(' s (the folder does not exist)')
              for m in messages)
+
+
+def test_iterator_ends_right_after_the_last_checkpoint(tmp_path):
+  """timeout_fn is asked after each evaluated checkpoint; when it says
+  training is done the iterator ends then, not a timeout later."""
+  path = tf.train.Checkpoint(v=tf.Variable(1.0)).save(str(tmp_path / 'ckpt'))
+  asked = []
+  waiter = train_script.CheckpointWaitLogger(
+      str(tmp_path), timeout=3600, timeout_fn=lambda: asked.append(1) or True,
+      interval=300)
+  seen = []
+  for checkpoint in tf.train.checkpoints_iterator(
+      str(tmp_path), timeout=waiter.poll_timeout, timeout_fn=waiter):
+    waiter.evaluated(checkpoint)  # What WaitLoggingController does.
+    seen.append(checkpoint)
+  assert seen == [path] and asked == [1]
+
+
+def test_continuous_eval_ends_after_evaluating_the_last_checkpoint(tmp_path):
+  """With the default 1 h continuous_eval_timeout: the evaluator ends once
+  it has evaluated the checkpoint of the last training step."""
+  model_dir = str(tmp_path / 'run')
+  proc = run_train(model_dir, mode='train')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = run_train(model_dir, mode='continuous_eval', timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "'validation_loss'" in proc.stderr
+  assert 'No new checkpoints will be generated' in proc.stderr
+  assert 'still waiting' not in proc.stderr
 
 
 def test_continuous_eval_warns_and_ends_at_its_timeout(tmp_path):
