@@ -247,6 +247,10 @@ def unmatched_variables_summary(error: AssertionError) -> str:
   message = str(error)
   found = re.search(r'Found (\d+) Python objects', message)
   names = re.findall(r"<tf\.Variable '([^']+)'", message)
+  if not found and not names:
+    # TF's other wording ("Object ... not assigned a value from
+    # checkpoint."): its first line, shortened.
+    return f'objects unrestored: {message.splitlines()[0][:300]}'
   count = found.group(1) if found else 'some'
   examples = f', e.g. {", ".join(names[:3])}' if names else ''
   return f'{count} variables unrestored{examples}'

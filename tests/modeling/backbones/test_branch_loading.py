@@ -172,3 +172,20 @@ def test_reset_stages_names_a_bad_stage(nets):
     branch_loading.reset_stages(nets['temp_y'], nets['source_y'], ['res6'])
   with pytest.raises(ValueError, match="no stage 'res5r'"):
     branch_loading.reset_stages(nets['single'], nets['single'], ['res5r'])
+
+
+def test_unmatched_variables_summary_names_variables_or_keeps_tf_line():
+  found = AssertionError(
+      "Found 20 Python objects that were not bound to checkpointed values, "
+      "likely due to changes in the Python program. Showing 10 of 20 "
+      "unmatched objects: [<tf.Variable 'a/gamma:0' shape=(4,) dtype=float32,"
+      " numpy=\narray([1., 1., 1., 1.])>, <tf.Variable 'b/kernel:0' shape=(1,)"
+      " dtype=float32, numpy=array([0.5])>]")
+  assert branch_loading.unmatched_variables_summary(found) == (
+      '20 variables unrestored, e.g. a/gamma:0, b/kernel:0')
+  # TF's other wording: its first line, not "some variables".
+  other = AssertionError('Object <Dense name=d> not assigned a value from '
+                         'checkpoint.\nmore')
+  assert branch_loading.unmatched_variables_summary(other) == (
+      'objects unrestored: Object <Dense name=d> not assigned a value from '
+      'checkpoint.')
