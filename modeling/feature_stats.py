@@ -9,7 +9,7 @@ feature map [B, T, H, W, C], taken over all its positions:
     of the centred [positions, C] matrix (Roy & Vetterli 2007; RankMe,
     Garrido et al. 2023, on a backbone's features). k equal non-zero
     singular values give exactly k; 1 means every channel is a multiple of
-    one direction; at most C.
+    one direction; at most C (and N - 1, as the rows are centred).
   * `temporal_variance_share`: the share of the map's variance that lies
     between the frames of one (clip, y, x) position, i.e. what changes over
     time there: 0 for features that are the same on every frame.
@@ -29,7 +29,7 @@ def effective_rank(matrix) -> float:
     matrix: [N, C], one row per sample (position), one column per channel.
 
   Returns:
-    A float in [1, min(N, C)], or 0.0 when the centred matrix is zero (no
+    A float in [1, min(N - 1, C)] (the rows are centred), or 0.0 when the centred matrix is zero (no
     channel varies).
 
   Raises:

@@ -33,15 +33,16 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
-import tensorflow as tf
+import numpy as np
 import tf_keras
 
+from official.core import exp_factory
 from official.core import task_factory
 from modeling import feature_stats
 from modeling.backbones import branch_loading
 from modeling.layers import blocks_3d
 from tasks import features as features_lib
-from tasks import registry_imports  # pylint: disable=unused-import
+from tasks import registry_imports
 
 _EXPERIMENT = flags.DEFINE_string(
     'experiment', 'const_cl_ava_toy',
@@ -70,12 +71,16 @@ _OUTPUT_JSON = flags.DEFINE_string('output_json', None,
 
 def load_config(experiment, config_files, params_override, init_checkpoint):
   """The experiment's config with `task.init_checkpoint`, validated."""
+  registry_imports.check_experiment(experiment)
+  task = {'init_checkpoint': init_checkpoint}
+  if not init_checkpoint and hasattr(
+      exp_factory.get_exp_config(experiment).task, 'allow_random_init'):
+    task['allow_random_init'] = True  # Classification refuses it otherwise.
   try:
     return features_lib.assemble_experiment_config(
-        experiment, config_files, params_override,
-        {'task': {'init_checkpoint': init_checkpoint}})
-  except KeyError as e:  # No task.init_checkpoint in this experiment.
-    raise app.UsageError(f'--experiment={experiment!r}: {e}') from e
+        experiment, config_files, params_override, {'task': task})
+  except KeyError as e:  # A key --params_override or a YAML does not have.
+    raise app.UsageError(f'--params_override / --config_file: {e}') from e
 
 
 def input_clips(task, params, experiment: str, split: str,
@@ -112,7 +117,7 @@ def backbone_feature_maps(backbone: tf_keras.Model, clips,
                **backbone(clip, training=training)}
     for name, value in outputs.items():
       maps.setdefault(name, []).append(value.numpy())
-  return {name: tf.concat(values, 0).numpy() for name, values in maps.items()}
+  return {name: np.concatenate(values) for name, values in maps.items()}
 
 
 def main(argv):

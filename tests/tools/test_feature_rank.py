@@ -11,6 +11,7 @@ import tf_keras
 
 from official.core import exp_factory
 from official.core import task_factory
+from dataloaders import toy_world
 from modeling.backbones import branch_loading
 from tasks import registry_imports  # pylint: disable=unused-import
 
@@ -80,3 +81,24 @@ def test_bad_flags_are_usage_errors(tmp_path):
   assert ('error: --experiment=const_cl_tracking_toy: its inputs carry no '
           '`image` clip' in proc.stderr)
   assert 'Traceback' not in proc.stderr
+
+
+def test_random_initialization_of_a_classification_experiment(tmp_path):
+  # The classification task refuses an empty init_checkpoint unless
+  # allow_random_init; `--checkpoint=` means random initialization there
+  # too. The shapes world is shared with the other tests' cache.
+  toy_world.ensure_named_dataset('shapes')
+  proc = subprocess.run(
+      [sys.executable, 'tools/feature_rank.py',
+       '--experiment=const_cl_linear_eval_ucf101_toy', '--checkpoint=',
+       '--params_override=task.train_data.global_batch_size=2',
+       f'--output_json={tmp_path / "rank.json"}'],
+      cwd=REPO, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2'))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  stats = json.loads((tmp_path / 'rank.json').read_text())['stats']
+  rows = stats['random initialization (seed 0)']
+  # One res5 in the classification backbone: 5r is 5g.
+  assert rows['5r'] == rows['5g']
+  assert [rows[s]['channels'] for s in ('stem', '2', '3', '4', '5g')] == [
+      8, 32, 64, 128, 256]
