@@ -34,10 +34,14 @@ def check_experiment(experiment: str) -> None:
   never registered") from deep in `exp_factory`; this names the flag value
   and the registered names closest to it.
   """
+  try:
+    exp_factory.get_exp_config(experiment)
+    return
+  except LookupError:
+    pass
+  # Only for the hint: the registry's top-level names.
   # pylint: disable-next=protected-access
   names = sorted(exp_factory._REGISTERED_CONFIGS)
-  if experiment in names:
-    return
   close = difflib.get_close_matches(experiment, names, n=3, cutoff=0.5)
   hint = f'; did you mean {", ".join(close)}?' if close else ''
   raise ValueError(f'unknown experiment {experiment!r} ({len(names)} are '
