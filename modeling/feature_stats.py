@@ -29,8 +29,8 @@ def effective_rank(matrix) -> float:
     matrix: [N, C], one row per sample (position), one column per channel.
 
   Returns:
-    A float in [1, min(N - 1, C)] (the rows are centred), or 0.0 when the centred matrix is zero (no
-    channel varies).
+    A float in [1, min(N - 1, C)] (the rows are centred), or 0.0 when the
+    centred matrix is zero (no channel varies).
 
   Raises:
     ValueError: if `matrix` is not 2-D or holds a NaN or an infinity.
