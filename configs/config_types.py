@@ -79,8 +79,7 @@ def _normalized(value, annotation):
   if annotation is int:
     return value if _is_int(value) else _MISFIT
   if annotation is float:
-    return value if ((_is_int(value) or isinstance(value, float))
-                     and math.isfinite(value)) else _MISFIT
+    return value if _is_finite_number(value) else _MISFIT
   if annotation is str:
     if isinstance(value, str):
       return value
@@ -116,6 +115,16 @@ def _normalized(value, annotation):
 
 def _is_int(value) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value) -> bool:
+  """An int or a float that is a finite float (not NaN, inf or 1e400)."""
+  if not (_is_int(value) or isinstance(value, float)):
+    return False
+  try:
+    return math.isfinite(value)
+  except OverflowError:  # An int beyond the float range.
+    return False
 
 
 def _type_name(annotation) -> str:

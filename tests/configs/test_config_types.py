@@ -54,6 +54,10 @@ BAD_OVERRIDES = [
      "must be Optional[float], got 'nan' (str)"),
     ('const_cl_pretrain_toy', 'task.losses.local_weight=.inf',
      'task.losses.local_weight must be a finite float, got inf (float)'),
+    # An int beyond the float range: math.isfinite raised OverflowError.
+    ('const_cl_pretrain_toy', 'task.losses.local_weight=1' + '0' * 400,
+     'task.losses.local_weight must be a finite float, got 1' + '0' * 400 +
+     ' (int)'),
     ('const_cl_pretrain_toy', 'task.model.local_head.context_length=three',
      "task.model.local_head.context_length must be int, got 'three' (str)"),
     ('const_cl_pretrain_toy', 'task.train_data.feature_shape=8',
