@@ -37,7 +37,6 @@ import tf_keras
 
 from official.common import distribute_utils
 from official.common import flags as tfm_flags
-from official.core import exp_factory
 from official.core import task_factory
 from official.core import train_lib
 from official.core import train_utils
@@ -45,7 +44,7 @@ from official.modeling import performance
 from official.modeling.hyperparams import params_dict
 import orbit
 
-from configs import config_types
+from tasks import features as features_lib
 from tasks import registry_imports
 
 FLAGS = flags.FLAGS
@@ -245,15 +244,13 @@ def _saved_config(path: str, experiment: str) -> dict:
   compares equal to the same command line today. A file that does not fit
   the experiment's config (another experiment) is compared as it is.
   """
-  # Model Garden's own reader of the file its serialize_config wrote.
-  raw = params_dict.read_yaml_to_params_dict(path).as_dict()
   try:
-    saved = exp_factory.get_exp_config(experiment)
-    saved.override(raw, is_strict=True)
-    config_types.check_config_types(saved)
+    # The tools' assembly (registered experiment, the YAML, validate()),
+    # which reads the file with Model Garden's own YAML reader.
+    return features_lib.assemble_experiment_config(
+        experiment, [path]).as_dict()
   except (KeyError, ValueError, TypeError, AttributeError):
-    return raw
-  return saved.as_dict()
+    return params_dict.read_yaml_to_params_dict(path).as_dict()
 
 
 def check_resume_config(params, model_dir: str, experiment: str) -> None:
