@@ -76,11 +76,12 @@ Writers produce exactly the formats of SPEC section 3:
   * `write_ava_dataset`: mp4 videos plus AVA v2.2 CSVs and label map.
 
 Tracking box convention: GOT-10k `groundtruth.txt` uses 0-based continuous
-pixel coordinates (`GOT10K_PIXEL_ORIGIN = 0`): x,y is the top-left corner of
-the box, pixel column i spans [i, i+1), so a box covering columns 3..7 has
-x=3, w=5. OTB `groundtruth_rect.txt` uses OTB's 1-based coordinates
-(`OTB_PIXEL_ORIGIN = 1`): the same box has x=4, w=5. Readers subtract the
-origin to get 0-based boxes.
+pixel coordinates (`tracking_readers.GOT10K_PIXEL_ORIGIN = 0`): x,y is the
+top-left corner of the box, pixel column i spans [i, i+1), so a box covering
+columns 3..7 has x=3, w=5. OTB `groundtruth_rect.txt` uses OTB's 1-based
+coordinates (`tracking_readers.OTB_PIXEL_ORIGIN = 1`): the same box has x=4,
+w=5. The readers (`dataloaders/tracking_readers.py`) subtract the origin to
+get 0-based boxes.
 """
 import colorsys
 import dataclasses
@@ -96,6 +97,7 @@ import cv2
 import numpy as np
 
 from dataloaders import cache
+from dataloaders import tracking_readers
 
 # Bump when rendering changes so cached datasets are rebuilt.
 TOY_WORLD_VERSION = 1
@@ -128,8 +130,6 @@ _FILLER_COMBOS = tuple((s, m) for s in SHAPES for m in _MOTIONS
 
 BACKGROUNDS = ('noise', 'stripes', 'checker', 'gradient')
 
-GOT10K_PIXEL_ORIGIN = 0
-OTB_PIXEL_ORIGIN = 1
 _OTB_SEPARATORS = (',', '\t', ' ')
 
 _SPLIT_SALT = {'train': 1, 'validation': 2, 'test': 3}
@@ -1054,7 +1054,7 @@ def write_tracking_sequences(output_dir: str, num_sequences: int,
       frame_name = '{:04d}.jpg'
       sep = _OTB_SEPARATORS[i % len(_OTB_SEPARATORS)]
       xywh_1 = np.round(xywh).astype(np.int64)
-      xywh_1[:, :2] += OTB_PIXEL_ORIGIN
+      xywh_1[:, :2] += tracking_readers.OTB_PIXEL_ORIGIN
       lines = [sep.join(str(v) for v in row) for row in xywh_1]
     os.makedirs(img_dir, exist_ok=True)
     for t, frame in enumerate(video.frames):

@@ -10,8 +10,14 @@ Layouts (SPEC section 3):
            ship `groundtruth_rect.1.txt` / `groundtruth_rect.2.txt` and are
            read as `<seq>.1` / `<seq>.2` (OTB's `Jogging.1` naming).
 
-Boxes are float64 `[n, 4]` in continuous pixel coordinates `x, y, w, h`
-(pixel column i spans [i, i + 1)), as the OTB benchmark uses them.
+Boxes are float64 `[n, 4]` in 0-based continuous pixel coordinates
+`x, y, w, h` (pixel column i spans [i, i + 1)). GOT-10k files are 0-based
+already; OTB files are 1-based (MATLAB's convention, OTB's toolkit: x = 1 is
+the first column), so `read_otb_sequence` subtracts 1 from x and y and
+records the file's origin in `Sequence.pixel_origin`. Results written for a
+sequence add it back (`tracking_inference.write_results`), so an OTB results
+file is in OTB's coordinates, as the official toolkit and published results
+files are, and `tasks.evaluation.otb.evaluate_otb` subtracts it again.
 
 OTB start frames. A few OTB sequences are annotated from a frame other than
 the first image (David from 300, Tiger1 from 6, BlurCar1 from 247, ...).
@@ -19,12 +25,14 @@ the first image (David from 300, Tiger1 from 6, BlurCar1 from 247, ...).
 rule that applies:
   1. an explicit `start_frame` argument;
   2. the `OTB_START_FRAMES` table below (the OTB2015 benchmark's values);
-  3. inferred from the frame files: if the image numbering itself does not
-     start at 1 (e.g. `img/0300.jpg` is the first file), the first file is the
-     start frame; otherwise, if there are more images than ground-truth lines,
-     the ground truth is taken to cover the LAST images (every offset sequence
-     of OTB2015 ends on its last image) and a warning is logged;
-  4. otherwise frame 1.
+  3. if the image numbering itself does not start at 1 (e.g. `img/0300.jpg`
+     is the first file), the first file is the start frame;
+  4. otherwise frame 1, the OTB toolkit's default. With more images than
+     ground-truth lines a warning names the sequence: the annotation is
+     taken to cover the first images (as for OTB2015's Football1, Freeman3,
+     Freeman4 and Diving, whose folders hold extra images at the end), which
+     is wrong for a sequence annotated from a later frame that the table
+     does not list.
 The returned `frame_paths` hold exactly the annotated frames, aligned
 row-for-row with `boxes`.
 """
@@ -38,9 +46,9 @@ import cv2
 import numpy as np
 
 # Start frames (1-based image numbers) of the OTB2015 sequences whose
-# annotation does not start on the first image. Diving is annotated from
-# frame 1 but has more images than annotations, so it is listed to stop the
-# "annotation covers the last images" inference.
+# annotation does not start on the first image (the toolkit's `startFrame`).
+# Diving, Football1, Freeman3 and Freeman4 are annotated from frame 1 and hold
+# more images than annotations; they are listed so that no warning is logged.
 OTB_START_FRAMES: Dict[str, int] = {
     'David': 300,
     'Tiger1': 6,
@@ -48,7 +56,14 @@ OTB_START_FRAMES: Dict[str, int] = {
     'BlurCar3': 3,
     'BlurCar4': 18,
     'Diving': 1,
+    'Football1': 1,
+    'Freeman3': 1,
+    'Freeman4': 1,
 }
+# Pixel origin of each layout's box files: the coordinate of the first
+# column / row (GOT-10k 0, OTB 1). Readers return 0-based boxes.
+GOT10K_PIXEL_ORIGIN = 0
+OTB_PIXEL_ORIGIN = 1
 
 _SEPARATORS = re.compile(r'[,\s]+')
 _GOT10K_GT = 'groundtruth.txt'
@@ -63,12 +78,34 @@ class Sequence:
   Attributes:
     name: Sequence name (folder name, `<folder>.<k>` for OTB multi-target).
     frame_paths: Image paths, one per frame, in temporal order.
-    boxes: float64 `[n, 4]` ground truth `x, y, w, h`, row i for frame i.
-      For GOT-10k test sequences only the first row exists.
+    boxes: float64 `[n, 4]` ground truth `x, y, w, h`, 0-based, row i for
+      frame i. For GOT-10k test sequences only the first row exists.
+    pixel_origin: the origin of the layout's box files (module docstring):
+      results files for this sequence are written with it added to x, y.
+    absent: GOT-10k's `absence.label` (int `[n]`, 1: the target is not in
+      the frame), or None when the folder has none.
+    cover: GOT-10k's `cover.label` (int `[n]`, the visible share of the
+      target in ninths, 0: fully occluded ... 8: fully visible), or None.
   """
   name: str
   frame_paths: List[str]
   boxes: np.ndarray
+  pixel_origin: int = GOT10K_PIXEL_ORIGIN
+  absent: Optional[np.ndarray] = None
+  cover: Optional[np.ndarray] = None
+
+  def visible(self) -> np.ndarray:
+    """bool `[n]`: frames whose target the labels do not mark as hidden.
+
+    A frame counts as hidden when `absent` is 1 or `cover` is 0; without
+    the label files every frame is visible.
+    """
+    shown = np.ones(len(self.boxes), dtype=bool)
+    if self.absent is not None:
+      shown &= self.absent == 0
+    if self.cover is not None:
+      shown &= self.cover > 0
+    return shown
 
   def __len__(self) -> int:
     return len(self.frame_paths)
@@ -160,7 +197,29 @@ def read_got10k_sequence(sequence_dir: str) -> Sequence:
         f'{len(numbers) + 1:08d}.jpg')
   if len(boxes) == 0:
     raise ValueError(f'sequence {name}: empty {_GOT10K_GT} in {sequence_dir}')
-  return Sequence(name, [frames[n] for n in numbers], boxes)
+  labels = {key: _read_frame_labels(os.path.join(sequence_dir, file_name),
+                                    len(boxes), name)
+            for key, file_name in (('absent', 'absence.label'),
+                                   ('cover', 'cover.label'))}
+  return Sequence(name, [frames[n] for n in numbers], boxes, **labels)
+
+
+def _read_frame_labels(path: str, num_boxes: int,
+                       name: str) -> Optional[np.ndarray]:
+  """A GOT-10k per-frame label file (one integer per line), or None."""
+  if not os.path.isfile(path):
+    return None
+  with open(path, 'r') as f:
+    lines = [line.strip() for line in f if line.strip()]
+  try:
+    values = np.array([int(float(v)) for v in lines], dtype=np.int64)
+  except ValueError:
+    raise ValueError(f'sequence {name}: {path} holds a line that is not an '
+                     'integer') from None
+  if len(values) != num_boxes:
+    raise ValueError(f'sequence {name}: {path} has {len(values)} lines for '
+                     f'{num_boxes} ground-truth boxes')
+  return values
 
 
 def read_otb_sequence(sequence_dir: str,
@@ -205,16 +264,13 @@ def read_otb_sequence(sequence_dir: str,
   if start_frame is None:
     start_frame = table.get(name, table.get(folder))
   if start_frame is None:
-    if first != 1:
-      start_frame = first
-    elif last - first + 1 > len(boxes):
-      start_frame = last - len(boxes) + 1
+    start_frame = first
+    if first == 1 and last > len(boxes):
       logging.warning(
           'sequence %s: %d images but %d ground-truth lines and no known '
-          'start frame; assuming the annotation covers frames %d..%d',
-          name, last, len(boxes), start_frame, last)
-    else:
-      start_frame = 1
+          'start frame; assuming the annotation covers frames 1..%d (pass '
+          'start_frame if it starts later)', name, last, len(boxes),
+          len(boxes))
 
   paths = []
   for number in range(start_frame, start_frame + len(boxes)):
@@ -224,7 +280,9 @@ def read_otb_sequence(sequence_dir: str,
           f'from start frame {start_frame} need image {number:04d}, which is '
           f'missing (images {first}..{last})')
     paths.append(frames[number])
-  return Sequence(name, paths, boxes)
+  boxes = boxes.copy()
+  boxes[:, :2] -= OTB_PIXEL_ORIGIN
+  return Sequence(name, paths, boxes, OTB_PIXEL_ORIGIN)
 
 
 def read_sequence(sequence_dir: str) -> List[Sequence]:

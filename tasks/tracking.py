@@ -154,7 +154,8 @@ def response_diagnostics(logits: tf.Tensor, labels: np.ndarray
   center_accuracy = tf.reduce_mean(tf.gather(pos, peak))
   probs = tf.sigmoid(flat)
   positive_score = tf.reduce_mean(
-      tf.reduce_sum(probs * pos, axis=1) / tf.reduce_sum(pos))
+      tf.reduce_sum(probs * pos, axis=1) /
+      tf.maximum(tf.reduce_sum(pos), 1.0))
   negative_score = tf.reduce_mean(
       tf.reduce_sum(probs * (1.0 - pos), axis=1) /
       tf.maximum(tf.reduce_sum(1.0 - pos), 1.0))
@@ -289,8 +290,8 @@ class SiamFCTrackingTask(base_task.Task):
     grads = tape.gradient(scaled_loss, tvars)
     if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
       grads = optimizer.get_unscaled_gradients(grads)
-    # The unused res5 branch of the Y backbone gets no gradient (None) and
-    # stays as pretrained.
+    # The unused res5 branch of the Y backbone is not in `tvars`; a layer
+    # that gets no gradient (None) is skipped.
     pairs = [(g, v) for g, v in zip(grads, tvars) if g is not None]
     optimizer.apply_gradients(pairs)
     self._update_metrics(metrics, logs)
@@ -353,11 +354,13 @@ def tracker_kwargs_from_config(params: exp_cfg.SiamFCTrackingTask
 def track_sequence_dir(model: tracking_model.SiamFCTrackingModel,
                        sequence_dir: str,
                        tracker_kwargs: Optional[Dict[str, Any]] = None
-                       ) -> Dict[str, np.ndarray]:
+                       ) -> Dict[str, Tuple[tracking_readers.Sequence,
+                                            np.ndarray]]:
   """Tracks the target(s) of one GOT-10k or OTB sequence folder.
 
   Returns:
-    name -> `[n, 4]` boxes (two entries for an OTB two-target folder).
+    name -> (sequence, `[n, 4]` 0-based boxes); two entries for an OTB
+    two-target folder. Write them with the sequence's `pixel_origin`.
 
   Raises:
     ValueError: naming the sequence (and frame) when it cannot be read.
@@ -368,7 +371,7 @@ def track_sequence_dir(model: tracking_model.SiamFCTrackingModel,
   tracker = make_tracker(model, **(tracker_kwargs or {}))
   for sequence in tracking_readers.read_sequence(sequence_dir):
     start = time.time()
-    results[sequence.name] = tracking_inference.track_sequence(
+    results[sequence.name] = sequence, tracking_inference.track_sequence(
         sequence, tracker=tracker)
     logging.info('tracked %s: %d frames in %.1fs', sequence.name,
                  len(sequence), time.time() - start)
@@ -408,7 +411,8 @@ def track_dataset(model: tracking_model.SiamFCTrackingModel,
   os.makedirs(results_dir, exist_ok=True)
   for sequence, boxes in track_sequences(model, sequences, tracker_kwargs):
     tracking_inference.write_results(
-        os.path.join(results_dir, f'{sequence.name}.txt'), boxes)
+        os.path.join(results_dir, f'{sequence.name}.txt'), boxes,
+        sequence.pixel_origin)
   return [s.name for s in sequences]
 
 

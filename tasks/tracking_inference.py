@@ -133,8 +133,9 @@ class SiamFCTracker:
     """Starts tracking the target `box_xywh` of the middle frame."""
     frames = self._check_frames(frames_around_first)
     x, y, w, h = [float(v) for v in box_xywh]
-    if not (w > 0 and h > 0):
-      raise ValueError(f'initial box must have w, h > 0, got {box_xywh}')
+    if not (np.all(np.isfinite([x, y, w, h])) and w > 0 and h > 0):
+      raise ValueError(f'initial box must be finite with w, h > 0, got '
+                       f'{box_xywh}')
     self.center = np.array([y + h / 2, x + w / 2], dtype=np.float64)
     self.target_sz = np.array([h, w], dtype=np.float64)
     self.initial_sz = self.target_sz.copy()
@@ -270,14 +271,14 @@ def track_sequence(sequence: tracking_readers.Sequence,
     tracker = SiamFCTracker(embed_fn, **tracker_kwargs)
   if len(sequence.boxes) == 0:
     raise ValueError(f'sequence {sequence.name} has no initial box')
-  if not np.all(np.asarray(sequence.boxes[0])[2:] > 0):
+  first_box = np.asarray(sequence.boxes[0], dtype=np.float64)
+  if not (np.all(np.isfinite(first_box)) and np.all(first_box[2:] > 0)):
     first = (os.path.dirname(sequence.frame_paths[0])
              if sequence.frame_paths else '')
-    box = [float(v) for v in sequence.boxes[0]]
     raise ValueError(
         f'sequence {sequence.name} (frames in {first}): its first '
-        f'ground-truth box {box} has no area (w, h must be > 0); '
-        'tracking starts from it')
+        f'ground-truth box {first_box.tolist()} is not finite or has no '
+        'area (w, h must be > 0); tracking starts from it')
   cache = _FrameCache(sequence)
   c = tracker.context_frames
   n = len(sequence.frame_paths)
@@ -289,11 +290,20 @@ def track_sequence(sequence: tracking_readers.Sequence,
   return boxes
 
 
-def write_results(path: str, boxes: np.ndarray) -> None:
-  """Writes boxes as OTB results: one `x,y,w,h` line per frame."""
-  boxes = np.asarray(boxes, dtype=np.float64)
+def write_results(path: str, boxes: np.ndarray,
+                  pixel_origin: int = 0) -> None:
+  """Writes boxes as OTB results: one `x,y,w,h` line per frame.
+
+  Args:
+    path: the results file.
+    boxes: `[n, 4]` 0-based boxes, as the tracker returns them.
+    pixel_origin: added to x and y: the sequence's `pixel_origin`, so that
+      the file is in its layout's coordinates (OTB: 1-based).
+  """
+  boxes = np.array(boxes, dtype=np.float64)
   if boxes.ndim != 2 or boxes.shape[1] != 4:
     raise ValueError(f'{path}: expected boxes [n, 4], got {boxes.shape}')
+  boxes[:, :2] += pixel_origin
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   with open(path, 'w') as f:

@@ -94,15 +94,16 @@ def main(argv):
     results = tracking.track_sequence_dir(model, _SEQUENCE_DIR.value,
                                           tracker_kwargs)
     if len(results) == 1:
-      boxes = next(iter(results.values()))
-      tracking_inference.write_results(_OUTPUT.value, boxes)
+      sequence, boxes = next(iter(results.values()))
+      tracking_inference.write_results(_OUTPUT.value, boxes,
+                                       sequence.pixel_origin)
       print(f'wrote {len(boxes)} boxes to {_OUTPUT.value}')
     else:
       # An OTB two-target folder: one file per target beside --output.
       root, ext = os.path.splitext(_OUTPUT.value)
-      for name, boxes in sorted(results.items()):
+      for name, (sequence, boxes) in sorted(results.items()):
         path = f'{root}{name[name.rfind("."):]}{ext or ".txt"}'
-        tracking_inference.write_results(path, boxes)
+        tracking_inference.write_results(path, boxes, sequence.pixel_origin)
         print(f'wrote {len(boxes)} boxes to {path}')
     return
 

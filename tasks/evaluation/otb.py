@@ -174,7 +174,10 @@ def evaluate_otb(dataset_dir: str, results_dir: str,
     dataset_dir: OTB folder (`<Seq>/groundtruth_rect.txt`, `<Seq>/img/`); a
       GOT-10k-layout folder with full annotations works too.
     results_dir: Folder with `<Seq>.txt`, one `x,y,w,h` line per annotated
-      frame (commas, tabs or spaces).
+      frame (commas, tabs or spaces), in the dataset layout's coordinates
+      (OTB: 1-based, as the toolkit's results files;
+      `tracking_inference.write_results` with the sequence's
+      `pixel_origin` writes them so).
     sequence_names: Optional subset of sequence names to evaluate.
 
   Returns:
@@ -199,6 +202,7 @@ def evaluate_otb(dataset_dir: str, results_dir: str,
       raise FileNotFoundError(f'results file for sequence {sequence.name} '
                               f'not found: {path}')
     boxes = tracking_readers.read_box_file(path)
+    boxes[:, :2] -= sequence.pixel_origin  # to 0-based, as the ground truth
     if len(boxes) != len(sequence.boxes):
       raise ValueError(f'results file {path} has {len(boxes)} boxes but '
                        f'sequence {sequence.name} has {len(sequence.boxes)} '

@@ -46,7 +46,9 @@ def test_otb_separators(tmp_path, text):
   seq = tracking_readers.read_otb_sequence(seq_dir)
   assert seq.name == 'Car'
   assert seq.boxes.dtype == np.float64
-  np.testing.assert_array_equal(seq.boxes, EXPECTED)
+  # OTB files are 1-based: the reader's boxes are 0-based.
+  np.testing.assert_array_equal(seq.boxes, EXPECTED - [1, 1, 0, 0])
+  assert seq.pixel_origin == 1
   assert [os.path.basename(p) for p in seq.frame_paths] == [
       '0001.jpg', '0002.jpg', '0003.jpg']
 
@@ -69,11 +71,18 @@ def test_otb_start_frame_table_and_inference(tmp_path):
       _make_otb(root, 'Numbered', 5, '1,2,3,4\n' * 4, first_image=300))
   assert [os.path.basename(p) for p in seq.frame_paths] == [
       '0300.jpg', '0301.jpg', '0302.jpg', '0303.jpg']
-  # Images from 1 but more images than lines: annotation covers the end.
+  # Images from 1 but more images than lines: the annotation covers the
+  # first images, as the OTB toolkit's default start frame 1 has it.
   seq = tracking_readers.read_otb_sequence(
       _make_otb(root, 'Unknown', 7, '1,2,3,4\n' * 2))
   assert [os.path.basename(p) for p in seq.frame_paths] == [
-      '0006.jpg', '0007.jpg']
+      '0001.jpg', '0002.jpg']
+  # OTB2015's Football1 holds 74 annotations and more images: from image 1
+  # (the toolkit's startFrame 1, endFrame 74).
+  seq = tracking_readers.read_otb_sequence(
+      _make_otb(root, 'Football1', 80, '1,2,3,4\n' * 74))
+  assert os.path.basename(seq.frame_paths[0]) == '0001.jpg'
+  assert os.path.basename(seq.frame_paths[-1]) == '0074.jpg'
 
 
 def test_otb_missing_frame_names_sequence_and_frame(tmp_path):
@@ -135,4 +144,6 @@ def test_list_sequences(tmp_path):
   seqs = tracking_readers.list_sequences(root)
   assert [s.name for s in seqs] == ['Basketball', 'Jogging.1', 'Jogging.2',
                                     'got']
-  np.testing.assert_array_equal(seqs[2].boxes[0], [5, 6, 7, 8])
+  np.testing.assert_array_equal(seqs[2].boxes[0], [4, 5, 7, 8])  # 1-based
+  np.testing.assert_array_equal(seqs[3].boxes[0], [1, 2, 3, 4])  # 0-based
+  assert [s.pixel_origin for s in seqs] == [1, 1, 1, 0]

@@ -130,13 +130,19 @@ def test_clips_hold_neighbours_with_repeated_edges(tmp_path):
   np.testing.assert_array_equal(np.stack(seen), expected)
 
 
-def test_first_box_without_area_names_the_sequence(tmp_path):
+@pytest.mark.parametrize('box, shown', [
+    ([10.0, 10.0, 0.0, 0.0], r'\[10.0, 10.0, 0.0, 0.0\]'),
+    # OTB files may hold NaN; a NaN or infinite first box gave NaN boxes.
+    ([np.nan, 5.0, 10.0, 10.0], r'\[nan, 5.0, 10.0, 10.0\]'),
+    ([5.0, 5.0, np.inf, 10.0], r'\[5.0, 5.0, inf, 10.0\]'),
+])
+def test_first_box_without_area_names_the_sequence(tmp_path, box, shown):
   sequence = tracking_readers.Sequence(
       name='B', frame_paths=[str(tmp_path / 'B' / 'img' / '0001.jpg')],
-      boxes=np.array([[10.0, 10.0, 0.0, 0.0]]))
+      boxes=np.array([box]))
   with pytest.raises(ValueError, match=(
       r'^sequence B \(frames in .*B/img\): its first ground-truth box '
-      r'\[10.0, 10.0, 0.0, 0.0\] has no area')):
+      + shown + r' is not finite or has no area')):
     tracking_inference.track_sequence(sequence, _pooled_pixels)
 
 
@@ -147,8 +153,9 @@ def test_tracker_errors():
     tracker.update([frame] * 5)
   with pytest.raises(ValueError, match='expected 5 frames'):
     tracker.init([frame] * 3, [1, 1, 10, 10])
-  with pytest.raises(ValueError, match='w, h > 0'):
-    tracker.init([frame] * 5, [1, 1, 0, 10])
+  for box in ([1, 1, 0, 10], [np.nan, 1, 10, 10], [1, 1, 10, np.inf]):
+    with pytest.raises(ValueError, match='finite with w, h > 0'):
+      tracker.init([frame] * 5, box)
   with pytest.raises(ValueError, match='odd'):
     tracking_inference.SiamFCTracker(_pooled_pixels, num_scales=2)
   for penalty in (0.0, 1.5):

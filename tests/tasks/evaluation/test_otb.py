@@ -4,6 +4,9 @@ import os
 import numpy as np
 import pytest
 
+from dataloaders import toy_world
+from dataloaders import tracking_readers
+from tasks import tracking_inference
 from tasks.evaluation import otb
 
 GT = np.array([[10.0, 10.0, 20.0, 20.0]] * 5)
@@ -123,3 +126,35 @@ def test_missing_results_file_is_named(tmp_path):
   os.remove(os.path.join(results_dir, 'Car.txt'))
   with pytest.raises(FileNotFoundError, match=r'Car\.txt'):
     otb.evaluate_otb(data_dir, results_dir)
+
+
+def test_results_files_are_in_the_layouts_coordinates(tmp_path):
+  """The reader's 0-based ground truth, written back, is OTB's own file.
+
+  A tracker that returns the reader's boxes exactly writes, with the
+  sequence's pixel origin, the 1-based ground-truth file line for line, and
+  scores a perfect track; written without the origin it is 1 px off in x and
+  y: the centre error is sqrt(2) px (precision still 1 at 20 px), and the
+  IoU of a w x h box shifted by (1, 1) is below 1, so success drops.
+  """
+  data_dir = str(tmp_path / 'otb')
+  toy_world.write_tracking_sequences(
+      data_dir, 1, seed=5, spec=toy_world.ToyWorldSpec(num_frames=4),
+      layout='otb')
+  (sequence,) = tracking_readers.list_sequences(data_dir)
+  gt_file = tracking_readers.read_box_file(
+      os.path.join(data_dir, sequence.name, 'groundtruth_rect.txt'))
+  np.testing.assert_array_equal(sequence.boxes[:, :2], gt_file[:, :2] - 1)
+  for origin, success in ((sequence.pixel_origin, 20 / 21), (0, None)):
+    results_dir = str(tmp_path / f'results{origin}')
+    tracking_inference.write_results(
+        os.path.join(results_dir, f'{sequence.name}.txt'), sequence.boxes,
+        origin)
+    result = otb.evaluate_otb(data_dir, results_dir)
+    if success is not None:
+      np.testing.assert_allclose(tracking_readers.read_box_file(
+          os.path.join(results_dir, f'{sequence.name}.txt')), gt_file)
+      assert result['success'] == pytest.approx(success)
+    else:
+      assert result['success'] < 20 / 21
+    assert result['precision'] == 1.0
