@@ -204,6 +204,16 @@ def validate_tracking_task(task: SiamFCTrackingTask) -> None:
                      f'({crops.exemplar_size}) and '
                      f'search_size ({crops.search_size}) must be odd so the '
                      'target centre falls on the centre response cell')
+  # A label map without a positive cell leaves the loss with negatives only
+  # and the positive-score diagnostic undefined. The cell nearest the centre
+  # is at distance 0 (odd response side) or sqrt(2) / 2 cells (even side).
+  side = (crops.search_size - crops.exemplar_size) // total_stride + 1
+  nearest = 0.0 if side % 2 else total_stride * 0.5 ** 0.5
+  if not task.losses.positive_radius >= nearest:
+    raise ValueError(
+        f'task.losses.positive_radius ({task.losses.positive_radius}) must '
+        f'be >= {nearest:.2f} px so the {side}x{side} label map has a '
+        'positive cell')
   if task.tracker.num_scales < 1 or task.tracker.num_scales % 2 == 0:
     raise ValueError(f'task.tracker.num_scales must be odd and >= 1, got '
                      f'{task.tracker.num_scales}')

@@ -156,6 +156,7 @@ class _PairTables:
     paths, boxes, seq_start, seq_len = [], [], [], []
     valid, valid_start, valid_count = [], [], []
     skipped = 0
+    self.hidden = 0  # frames with a box that the labels mark as hidden
     for seq in sequences:
       if len(seq.boxes) != len(seq.frame_paths):
         raise ValueError(f'sequence {seq.name}: {len(seq.boxes)} boxes for '
@@ -163,6 +164,11 @@ class _PairTables:
                          'every frame annotated')
       ok = (np.all(np.isfinite(seq.boxes), axis=1) & (seq.boxes[:, 2] > 0) &
             (seq.boxes[:, 3] > 0))
+      # GOT-10k keeps a box for frames whose target is absent or fully
+      # occluded; as an exemplar or a search target such a frame shows
+      # something else, so it is not sampled.
+      self.hidden += int(np.sum(ok & ~seq.visible()))
+      ok &= seq.visible()
       if not ok.any():
         skipped += 1
         continue
@@ -254,6 +260,11 @@ def build_pair_dataset(sequence_dirs: Sequence[str],
   if tables.skipped:
     tf.get_logger().warning('build_pair_dataset: skipped %d sequence(s) with '
                             'no valid box', tables.skipped)
+  if tables.hidden:
+    tf.get_logger().info(
+        'build_pair_dataset: %d frame(s) with a box are not sampled: '
+        'absence.label marks the target absent or cover.label fully '
+        'occluded', tables.hidden)
 
   paths = tf.constant(tables.paths)
   boxes = tf.constant(tables.boxes)

@@ -197,9 +197,18 @@ class SiamFCTrackingModel(tf_keras.Model):
 
   @property
   def tracking_trainable_variables(self):
-    """Trainable variables minus the frozen stages (see `freeze_until`)."""
+    """Trainable variables minus the frozen stages and the unused branch.
+
+    The other res5 branch is not on the path to `feature_endpoint`: it gets
+    no gradient from the loss, and left in this list it would still get the
+    weight decay's (`tasks.tracking.kernel_l2`), shrinking the pretrained
+    branch that the module docstring says stays as it is.
+    """
+    on_path = {id(v) for v in self._branch.trainable_variables}
+    off_path = {id(v) for v in self._backbone.trainable_variables
+                if id(v) not in on_path}
     return [v for v in self.trainable_variables
-            if id(v) not in self._frozen_ids]
+            if id(v) not in self._frozen_ids and id(v) not in off_path]
 
   def embed(self, clips: tf.Tensor, training: bool = False) -> tf.Tensor:
     """Centre-frame features of clips.

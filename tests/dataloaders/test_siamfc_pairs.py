@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from dataloaders import siamfc_pairs
+from dataloaders import tracking_readers
 
 
 def test_crop_sizes_hand_computed():
@@ -178,3 +179,35 @@ def test_pair_dataset_rejects_partial_annotation(tmp_path):
     f.write('1,2,3,4\n')
   with pytest.raises(ValueError, match='GOT-10k_Train_000001.*1 boxes'):
     siamfc_pairs.build_pair_dataset(dirs, batch_size=1)
+
+
+def test_pair_dataset_skips_frames_labelled_hidden(tmp_path):
+  """Frames GOT-10k marks absent or fully covered are never sampled."""
+  dirs = _make_sequences(str(tmp_path), num_sequences=1)
+  hidden = {1, 4, 6}  # 0-based frames: 1 absent, 4 and 6 fully covered.
+  with open(os.path.join(dirs[0], 'absence.label'), 'w') as f:
+    f.write('\n'.join('1' if t == 1 else '0' for t in range(_NUM_FRAMES)))
+  with open(os.path.join(dirs[0], 'cover.label'), 'w') as f:
+    f.write('\n'.join('0' if t in (4, 6) else '8'
+                      for t in range(_NUM_FRAMES)))
+  sequence = tracking_readers.read_got10k_sequence(dirs[0])
+  np.testing.assert_array_equal(
+      np.flatnonzero(~sequence.visible()), sorted(hidden))
+  ds = siamfc_pairs.build_pair_dataset(
+      dirs, batch_size=8, exemplar_size=31, search_size=63, max_frame_gap=3,
+      seed=3, pairs_per_epoch=64, scale_jitter=0.0, shift_jitter=0.0)
+  middles = set()
+  for b in ds:
+    for exemplar, search in zip(b['exemplar'].numpy(), b['search'].numpy()):
+      middles |= {int(_frame_indices(exemplar)[2]),
+                  int(_frame_indices(search)[2])}
+  assert not middles & hidden, middles
+  assert middles == set(range(_NUM_FRAMES)) - hidden  # 64 pairs see them all
+
+
+def test_frame_label_file_of_wrong_length_is_named(tmp_path):
+  dirs = _make_sequences(str(tmp_path), num_sequences=1)
+  with open(os.path.join(dirs[0], 'cover.label'), 'w') as f:
+    f.write('8\n8\n')
+  with pytest.raises(ValueError, match=r'cover\.label has 2 lines for'):
+    tracking_readers.read_got10k_sequence(dirs[0])

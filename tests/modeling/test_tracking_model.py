@@ -120,4 +120,12 @@ def test_freeze_until_excludes_stem_and_res2():
   # Stem: conv kernel + BN gamma/beta = 3. The one res2 block: 3 convs and
   # the projection shortcut (8 -> 32 channels), each kernel + BN gamma/beta,
   # no conv bias = 4 * 3 = 12. 15 variables frozen.
-  assert len(model.trainable_variables) - len(trained) == 15
+  res5g = tf_keras.Model(backbone.inputs, backbone.output['5g'])
+  res5g_only = {id(v) for v in res5g.trainable_variables} - {
+      id(v) for v in res5r.trainable_variables}
+  # The unused res5g branch is left out as well (no gradient, and no weight
+  # decay either): 15 + its variables.
+  assert not res5g_only & trained
+  assert len(res5g_only) > 0
+  assert len(model.trainable_variables) - len(trained) == 15 + len(
+      res5g_only)

@@ -65,6 +65,13 @@ def test_experiments_validate_with_spec_settings():
     ({'model': {'backbone': {'resnet_3d_y': {'dilate_res4_res5': False}}}},
      'dilate_res4_res5'),
     ({'tracker': {'scale_penalty': 1.2}}, r'scale_penalty must be in'),
+    # No positive cell: a negative radius, or an even response side (the
+    # toy's 63 / 127 crops with search 135: 10x10) with a radius below
+    # 8 * sqrt(1/2) = 5.66 px.
+    ({'losses': {'positive_radius': -1.0}}, r'positive_radius \(-1.0\) '
+     r'must be >= 0.00 px so the 9x9'),
+    ({'model': {'crops': {'search_size': 135}},
+      'losses': {'positive_radius': 5.0}}, r'>= 5.66 px so the 10x10'),
 ])
 def test_bad_configs_are_errors(override, match):
   params = exp_factory.get_exp_config('const_cl_tracking_toy')
@@ -287,3 +294,11 @@ def test_frozen_feature_tracker_from_a_pretraining_checkpoint(tmp_path,
   head = {v.name.split('/')[-1].split(':')[0]: float(v.numpy())
           for v in model.head.weights}
   assert head == {'scale': 10.0, 'bias': -5.0}
+
+
+def test_diagnostics_without_positive_cells_are_finite():
+  """An all-negative label map gives a positive score of 0, not NaN."""
+  logits = tf.zeros([2, 3, 3, 1])
+  logs = tracking.response_diagnostics(logits, np.zeros((3, 3), np.float32))
+  assert float(logs['positive_score']) == 0.0
+  assert float(logs['negative_score']) == pytest.approx(0.5)  # sigmoid(0)
