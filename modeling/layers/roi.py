@@ -11,6 +11,14 @@ def roi_align_frame(features: tf.Tensor, boxes: tf.Tensor,
   `tf.image.crop_and_resize` has no XLA kernel, so this goes through Model
   Garden's gather-based `multilevel_crop_and_resize` with one level.
 
+  Aligned ROIAlign (Detectron2's `aligned=True`): a normalized box covers
+  continuous feature coordinates `box * [H, W, H, W]`, where cell k spans
+  [k, k + 1) and its value sits at its centre k + 0.5. Model Garden's op
+  reads cell k's value at coordinate k, so the boxes are shifted by half a
+  cell before it; unshifted, every box read its features half a cell down
+  and right, and a box and its mirror image in a flipped view read
+  different features.
+
   Args:
     features: [B, H, W, C] feature map.
     boxes: [B, N, 4] normalized [ymin, xmin, ymax, xmax].
@@ -25,7 +33,7 @@ def roi_align_frame(features: tf.Tensor, boxes: tf.Tensor,
     raise ValueError(f'roi_align_frame needs static spatial dims, got '
                      f'{features.shape}')
   scale = tf.constant([height, width, height, width], tf.float32)
-  abs_boxes = tf.cast(boxes, tf.float32) * scale
+  abs_boxes = tf.cast(boxes, tf.float32) * scale - 0.5
   return spatial_transform_ops.multilevel_crop_and_resize(
       {'0': features}, abs_boxes, output_size=crop_size)
 

@@ -65,16 +65,30 @@ def test_const_cl_head_compiles_with_xla():
 
 
 def test_roi_pool_of_a_linear_ramp_is_the_ramp_at_the_box_centre():
-  # feature(y, x) = x. Model Garden's ROIAlign puts feature cell i at
-  # coordinate i (no half-pixel shift) and samples the 4 bin centres, clamped
-  # to the last cell: box x in [2, 6] samples 2.5, 3.5, 4.5, 5.5 (mean 4);
-  # box x in [4, 8] samples 4.5, 5.5, 6.5, min(7.5, 7) (mean 5.875).
+  # feature(y, x) = x: cell i spans [i, i + 1), its value i sits at i + 0.5.
+  # Box x in [2, 6] samples its 4 bin centres 2.5, 3.5, 4.5, 5.5, i.e. cells
+  # 2, 3, 4, 5 (mean 3.5); box x in [4, 8] cells 4-7 (mean 5.5); the full
+  # box the mean of all 8 cells (3.5); cell 0's box cell 0 alone.
   h = w = 8
   xs = np.tile(np.arange(w, dtype=np.float32)[None, :, None], (h, 1, 1))
   feat = tf.constant(xs[None])  # [1, 8, 8, 1]
-  boxes = tf.constant([[[0.25, 0.25, 0.75, 0.75], [0.0, 0.5, 1.0, 1.0]]])
+  boxes = tf.constant([[[0.25, 0.25, 0.75, 0.75], [0.0, 0.5, 1.0, 1.0],
+                        [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.125, 0.125]]])
   vec = roi.roi_pool_vectors(feat, boxes, crop_size=4).numpy()
-  np.testing.assert_allclose(vec[0, :, 0], [4.0, 5.875], atol=1e-5)
+  np.testing.assert_allclose(vec[0, :, 0], [3.5, 5.5, 3.5, 0.0], atol=1e-5)
+
+
+def test_roi_pool_is_flip_equivariant():
+  # A box in a view and its mirror image in the flipped view read the same
+  # features (the pretraining's region correspondence across flipped views).
+  rng = np.random.default_rng(0)
+  feat = rng.normal(size=(1, 7, 7, 16)).astype(np.float32)
+  box = np.array([[[0.2, 0.1, 0.6, 0.45], [0.0, 0.0, 1.0, 1.0]]], np.float32)
+  mirrored = box[..., [0, 3, 2, 1]] * [1, -1, 1, -1] + [0, 1, 0, 1]
+  vec = roi.roi_pool_vectors(tf.constant(feat), tf.constant(box))
+  vec_flipped = roi.roi_pool_vectors(tf.constant(feat[:, :, ::-1]),
+                                     tf.constant(mirrored, tf.float32))
+  np.testing.assert_allclose(vec_flipped.numpy(), vec.numpy(), atol=1e-5)
 
 
 def test_roi_pool_compiles_with_xla():
