@@ -49,7 +49,9 @@ from tasks.evaluation import ava as ava_eval
 EVAL_OUTPUT_KEYS = ('scores', 'original_boxes', 'box_mask', 'video_id',
                     'timestamp')
 # Bump when the toy AVA layout or conversion changes, to rebuild caches.
-_TOY_AVA_VERSION = 1
+# 2: the validation records include detection-only key frames (mAP(Det)
+# counts their detections as false positives).
+_TOY_AVA_VERSION = 2
 
 
 # ---------------------------------------------------------------------------
@@ -118,7 +120,9 @@ def ensure_toy_ava_dataset(toy: exp_cfg.ToyAvaWorld) -> Dict[str, str]:
           os.path.join(split_dir, 'records'),
           detections_csv=files['detections'],
           exclusions_csv=files['excluded'], opts=opts,
-          num_shards=min(2, num), prefix=split)
+          num_shards=min(2, num), prefix=split,
+          # Frames with detections only matter to mAP(Det) (validation).
+          detection_only_key_frames=split == 'validation')
       if summary['key_frames_written'] < 1:
         raise RuntimeError(f'toy AVA {split}: the converter wrote no key '
                            f'frame: {ava_converter.format_summary(summary)}')
@@ -435,11 +439,16 @@ class ActionLocalizationTask(base_task.Task):
     evaluated = {ava_eval.frame_key(v.decode('utf-8') if isinstance(v, bytes)
                                     else v, t)
                  for v, t in zip(logs['video_id'], logs['timestamp'])}
-    if len(evaluated) < result['num_frames']:
+    # Records of detection-only key frames (no ground truth) are evaluated
+    # too: count only the ground-truth frames among the evaluated ones.
+    gt_frames = ({r.key for r in gt_rows} -
+                 {ava_eval.frame_key(v, t) for v, t in excluded or ()})
+    if len(evaluated & gt_frames) < result['num_frames']:
       logging.warning(
           'evaluated %d key frames but %s has %d: the mAP counts the others '
           'as missed (set trainer.validation_steps=-1 for the full set)',
-          len(evaluated), files['groundtruth'], result['num_frames'])
+          len(evaluated & gt_frames), files['groundtruth'],
+          result['num_frames'])
     results['mAP'] = float(result['mAP'])
     step = int(global_step.numpy()) if global_step is not None else -1
     logging.info('AVA mAP %.4f over %d classes at step %d; per class: %s',

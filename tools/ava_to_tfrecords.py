@@ -14,8 +14,15 @@ AVA-Kinetics: pass the Kinetics CSV and `--timestamp_offset_from_filename`
 when the clips are stored as `<youtube_id>_<start:06d>_<end:06d>.mp4`.
 
 Rerunning the same command resumes: shards with a matching `.done` marker are
-skipped. The closing summary (missing/unreadable videos, skipped key frames,
-bad rows by reason) is printed and written to `<prefix>-summary.json`.
+skipped. A shard with missing or unreadable videos gets no marker: put the
+videos in place and rerun to convert them. The closing summary
+(missing/unreadable videos, shards not marked done, skipped key frames, bad
+rows by reason) is printed and written to `<prefix>-summary.json`.
+
+With --detections, key frames that have detections but no annotation are
+written too (no ground-truth box): mAP(Det) counts them as false positives,
+as the official evaluator does. Pass --nodetection_only_key_frames for
+training data.
 
 Exit status: 0 when key frames were written; 1 when every key frame was
 skipped (nothing written, no marker: a rerun redoes the work); 2 when the
@@ -61,6 +68,12 @@ _OFFSET_FROM_FILENAME = flags.DEFINE_bool(
     'timestamp_offset_from_filename', False,
     'Also find <id>_<start>_<end>.<ext> clips (Kinetics) and take the '
     'timestamp relative to <start>.')
+_DETECTION_ONLY = flags.DEFINE_bool(
+    'detection_only_key_frames', True,
+    'With --detections, also write key frames that have detections but no '
+    'annotation (no ground-truth box): mAP(Det) counts them as false '
+    'positives like the official evaluator. Use --nodetection_only_key_frames '
+    'for training data.')
 
 
 def main(argv):
@@ -76,7 +89,8 @@ def main(argv):
         _OUTPUT_DIR.value, detections_csv=_DETECTIONS.value,
         exclusions_csv=_EXCLUSIONS.value, opts=opts,
         num_shards=_NUM_SHARDS.value, num_workers=_NUM_WORKERS.value,
-        prefix=_PREFIX.value)
+        prefix=_PREFIX.value,
+        detection_only_key_frames=_DETECTION_ONLY.value)
   except (ValueError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -31,9 +31,17 @@ the timestamp as is.
 Output: `<prefix>-00000-of-000NN.tfrecord` shards, each with a
 `<shard>.done` JSON marker written after the shard is complete; a rerun skips
 shards whose marker matches the current inputs and options (resume). A shard
-whose key frames were all skipped is not written and gets no marker. The
-summary (`<prefix>-summary.json`) lists missing and unreadable videos, key
-frames skipped and bad CSV rows by reason.
+whose key frames were all skipped is not written and gets no marker; a shard
+with missing or unreadable videos is written but gets no marker either, so
+that a rerun with the videos in place converts them (the marker does not
+hash the video files). The summary (`<prefix>-summary.json`) lists missing
+and unreadable videos, shards not marked done, key frames skipped and bad
+CSV rows by reason.
+
+With a detections CSV, key frames that only have detections (no annotation,
+not excluded) are written too, with no ground-truth box: mAP(Det) counts
+their detections as false positives, as the official evaluator does
+(`detection_only_key_frames=False` drops them, e.g. for training data).
 """
 import collections
 import dataclasses
@@ -105,12 +113,21 @@ class ClipOptions:
 
 def group_key_frames(rows: Sequence[ava_io.AvaRow],
                      detections: Optional[Sequence[ava_io.AvaRow]] = None,
-                     excluded=frozenset()
+                     excluded=frozenset(),
+                     detection_only_key_frames: bool = True
                      ) -> Tuple[Dict[str, List[KeyFrame]], Dict[str, int]]:
   """Groups CSV rows into key frames with one box per person.
 
   Rows of one (video, timestamp, person_id) are one box with several labels;
   when the CSV has no person id, rows with the same coordinates are merged.
+
+  Detections on a non-excluded key frame that has no annotation are, with
+  `detection_only_key_frames`, a key frame of their own with no ground-truth
+  box (empty boxes and labels): the official AVA evaluator keeps every
+  non-excluded detection frame, so its detections are false positives of
+  mAP(Det), and leaving the frame out would inflate it. Without the option
+  (training data, where they carry nothing to learn) their rows are dropped
+  and counted as `detection_rows_without_annotated_key_frame`.
 
   Returns:
     ({video_id: [KeyFrame sorted by time]}, counts of what was dropped).
@@ -136,13 +153,13 @@ def group_key_frames(rows: Sequence[ava_io.AvaRow],
   for row in detections or ():
     if row.key in excluded:
       dropped['detection_rows_in_excluded_frames'] += 1
-    elif row.key not in frames:
+    elif row.key not in frames and not detection_only_key_frames:
       dropped['detection_rows_without_annotated_key_frame'] += 1
     else:
       dets[row.key].append(row)
   by_video = collections.defaultdict(list)
-  for key in sorted(frames):
-    persons = frames[key]
+  for key in sorted(set(frames) | set(dets)):
+    persons = frames.get(key, {})
     box_list = [v[0] for v in persons.values()]
     kf = KeyFrame(
         video_id=key[0], timestamp=key[1],
@@ -374,16 +391,47 @@ def assign_shards(by_video: Dict[str, List[KeyFrame]],
 
 
 def _fingerprint(videos, by_video, opts: ClipOptions, video_dir: str) -> str:
+  """Hash of everything a shard's records are made of except the videos.
+
+  The video files are not hashed (too slow for AVA movies); a shard with a
+  missing or unreadable video gets no marker instead (`_incomplete_reason`).
+  Detector scores are part of the records, so a re-scored detections CSV
+  (same boxes) redoes the shards.
+  """
   h = hashlib.sha256()
   h.update(json.dumps([dataclasses.asdict(opts), os.path.abspath(video_dir)],
                       sort_keys=True).encode())
   for vid in videos:
     for kf in by_video[vid]:
+      no_dets = kf.detection_boxes is None
       h.update(repr((vid, kf.timestamp, kf.boxes.round(4).tolist(),
                      kf.labels, kf.person_ids,
-                     None if kf.detection_boxes is None else
-                     kf.detection_boxes.round(4).tolist())).encode())
+                     None if no_dets else kf.detection_boxes.round(4).tolist(),
+                     None if no_dets else
+                     np.round(kf.detection_scores.astype(np.float64),
+                              6).tolist())).encode())
   return h.hexdigest()
+
+
+def _incomplete_reason(stats) -> str:
+  """Why a shard must be redone by a rerun ('' when it is complete).
+
+  Missing or unreadable videos (and key frames outside every Kinetics cut
+  of their video, i.e. a missing cut) are things the user can fix by putting
+  the files in place; the shard gets no `.done` marker so that a rerun
+  converts them. Other skips (e.g. a key frame past the end of its video)
+  would be skipped again and do not block the marker.
+  """
+  parts = []
+  for key, what in (('missing_videos', 'missing'),
+                    ('unreadable_videos', 'unreadable')):
+    if stats.get(key):
+      parts.append(f'{len(stats[key])} video(s) {what}')
+  n_out = stats.get('skipped_key_frames', {}).get(
+      'timestamp_outside_video_clips', 0)
+  if n_out:
+    parts.append(f'{n_out} key frame(s) outside every clip of their video')
+  return ', '.join(parts)
 
 
 def convert_shard(task) -> Dict[str, object]:
@@ -452,7 +500,8 @@ def convert(annotations_csv: str, labelmap_path: str, video_dir: str,
             exclusions_csv: Optional[str] = None,
             opts: ClipOptions = ClipOptions(),
             num_shards: Optional[int] = None, num_workers: int = 1,
-            prefix: str = 'ava') -> Dict[str, object]:
+            prefix: str = 'ava',
+            detection_only_key_frames: bool = True) -> Dict[str, object]:
   """Converts AVA CSVs + videos to sharded key-frame TFRecords.
 
   Args:
@@ -467,11 +516,18 @@ def convert(annotations_csv: str, labelmap_path: str, video_dir: str,
       at most one per video.
     num_workers: processes converting shards in parallel.
     prefix: shard file prefix.
+    detection_only_key_frames: with `detections_csv`, also write a record
+      (no ground-truth box, no label) for every non-excluded key frame that
+      has detections but no annotation, so that mAP(Det) counts them as
+      false positives like the official evaluator. Keep it for validation
+      data; turn it off for training data, where such frames teach nothing.
 
   Returns:
     The summary dict, also written to `<output_dir>/<prefix>-summary.json`.
     A shard whose key frames were all skipped is not written (no file, no
-    marker): `key_frames_written` 0 means nothing was written.
+    marker): `key_frames_written` 0 means nothing was written. A shard
+    with missing or unreadable videos is written but not marked done
+    (`shards_not_marked_done`), so a rerun converts it once they are there.
 
   Raises:
     ValueError: `video_dir` is not a folder, or the annotations hold no
@@ -491,9 +547,11 @@ def convert(annotations_csv: str, labelmap_path: str, video_dir: str,
           if detections_csv else None)
   excluded = (ava_io.read_exclusions_csv(exclusions_csv, bad['exclusions'])
               if exclusions_csv else set())
-  by_video, dropped = group_key_frames(rows, dets, excluded)
+  by_video, dropped = group_key_frames(rows, dets, excluded,
+                                      detection_only_key_frames)
   total = sum(len(v) for v in by_video.values())
-  if not total:
+  detection_only = sum(not kf.labels for v in by_video.values() for kf in v)
+  if total == detection_only:
     why = ', '.join(f'{n} {r}' for r, n in sorted(
         list(bad['annotations'].items()) + list(dropped.items())))
     raise ValueError(f'{annotations_csv}: no usable annotated key frame '
@@ -515,21 +573,37 @@ def convert(annotations_csv: str, labelmap_path: str, video_dir: str,
     if os.path.exists(marker) and os.path.exists(path):
       with open(marker, 'r', encoding='utf-8') as f:
         done = json.load(f)
-      if done.get('fingerprint') == fp:
+      # Markers of older versions were written for incomplete shards too.
+      if (done.get('fingerprint') == fp and
+          not _incomplete_reason(done['stats'])):
         results[s] = done['stats']
         resumed += 1
         continue
-      logging.info('%s was made from other inputs/options: redoing it', path)
+      logging.info('%s was made from other inputs/options or is incomplete: '
+                   'redoing it', path)
     todo.append((s, fp, (path, videos, {v: by_video[v] for v in videos},
                          video_dir, opts)))
   logging.info('%d key frames of %d videos -> %d shards (%d already done)',
                total, len(by_video), num_shards, resumed)
 
+  not_done = {}
+
   def _finish(s, fp, stats, n_done):
     path = shard_path(output_dir, prefix, s, num_shards)
-    if stats.pop('shard_written', True):
+    incomplete = _incomplete_reason(stats)
+    if stats.pop('shard_written', True) and not incomplete:
       with open(path + '.done', 'w', encoding='utf-8') as f:
         json.dump({'fingerprint': fp, 'stats': stats}, f)
+    elif incomplete:
+      # The shard (if written) is usable now, but without a marker a rerun
+      # redoes it: the missing videos may be in place by then. A marker of
+      # an older run would not match these inputs anyway.
+      if os.path.exists(path + '.done'):
+        os.remove(path + '.done')
+      not_done[os.path.basename(path)] = incomplete
+      logging.warning('shard %d (%s): %s; not marked done, a rerun with '
+                      'them in place converts it', s,
+                      os.path.basename(path), incomplete)
     results[s] = stats
     logging.info('[%d/%d shards] %s: %d key frames (%.0f s)', n_done,
                  len(todo), os.path.basename(path),
@@ -552,6 +626,8 @@ def convert(annotations_csv: str, labelmap_path: str, video_dir: str,
       'num_shards': num_shards,
       'shards_resumed': resumed,
       'key_frames_in_csv': total,
+      'detection_only_key_frames': detection_only,
+      'shards_not_marked_done': not_done,
       'key_frames_written': sum(r['key_frames_written'] for r in results),
       'boxes_written': sum(r['boxes_written'] for r in results),
       'missing_videos': {}, 'unreadable_videos': {},
@@ -583,6 +659,10 @@ def format_summary(summary: Dict[str, object]) -> str:
            f'{summary["key_frames_in_csv"]} key frames '
            f'({summary["boxes_written"]} boxes) in {summary["num_shards"]} '
            f'shards ({summary["shards_resumed"]} resumed)']
+  if summary.get('detection_only_key_frames'):
+    lines.append(f'{summary["detection_only_key_frames"]} of them have '
+                 'detections but no annotation (written without ground '
+                 'truth: their detections are false positives of mAP(Det))')
   missing = summary['missing_videos']
   if missing:
     lines.append(f'missing videos ({len(missing)}, '
@@ -592,6 +672,9 @@ def format_summary(summary: Dict[str, object]) -> str:
     lines.append(f'unreadable video {vid}: {why}')
   for why, n in sorted(summary['skipped_key_frames'].items()):
     lines.append(f'skipped {n} key frame(s): {why}')
+  for name, why in sorted(summary.get('shards_not_marked_done', {}).items()):
+    lines.append(f'{name}: {why}; not marked done, a rerun with them in '
+                 'place converts it')
   for src, counts in summary['bad_rows'].items():
     for why, n in sorted(counts.items()):
       lines.append(f'skipped {n} {src} row(s): {why}')

@@ -57,7 +57,8 @@ def _ava_set(tmp_path):
       'vidA,1,0.100,0.200,0.500,0.800,2,0.95\n'  # same box, other class
       'vidA,1,0.600,0.100,0.900,0.700,1,0.4\n'
       'vidB,0,0.2,0.2,0.4,0.4,1,0.7\n'
-      'vidB,7,0.2,0.2,0.4,0.4,1,0.7\n')          # frame not annotated
+      'vidB,2,0.5,0.2,0.7,0.4,1,0.3\n'           # frame not annotated
+      'vidA,2,0.5,0.2,0.7,0.4,1,0.8\n')          # excluded frame
   return tmp_path
 
 
@@ -118,12 +119,17 @@ def test_round_trip_missing_video_bad_rows_and_resume(ava_set):
                         detections_csv=str(ava_set / 'det.csv'),
                         exclusions_csv=str(ava_set / 'exc.csv'),
                         opts=opts, num_shards=2)
+  # Both shards hold a missing (vidC) or unreadable (vidD) video: written,
+  # but not marked done, so that a rerun converts those videos.
   assert sorted(os.listdir(out_dir)) == [
-      'ava-00000-of-00002.tfrecord', 'ava-00000-of-00002.tfrecord.done',
-      'ava-00001-of-00002.tfrecord', 'ava-00001-of-00002.tfrecord.done',
+      'ava-00000-of-00002.tfrecord', 'ava-00001-of-00002.tfrecord',
       'ava-summary.json']
+  assert summary['shards_not_marked_done'] == {
+      'ava-00000-of-00002.tfrecord': '1 video(s) missing',
+      'ava-00001-of-00002.tfrecord': '1 video(s) unreadable'}
   records = _read(str(out_dir / 'ava-*.tfrecord'))
-  assert sorted(records) == [('vidA', 1.0), ('vidA', 3.0), ('vidB', 0.0)]
+  assert sorted(records) == [('vidA', 1.0), ('vidA', 3.0), ('vidB', 0.0),
+                             ('vidB', 2.0)]
   a1 = records[('vidA', 1.0)]
   # CSV x1,y1,x2,y2 -> ymin,xmin,ymax,xmax; one box per person id.
   np.testing.assert_allclose(a1['boxes'], [[.2, .1, .8, .5], [.1, .6, .7, .9]],
@@ -156,16 +162,42 @@ def test_round_trip_missing_video_bad_rows_and_resume(ava_set):
   assert summary['bad_rows']['annotations'] == {
       'coordinates_out_of_range': 1, 'action_id_not_in_labelmap': 1,
       'malformed': 1}
+  # The detections of the excluded frame are dropped; the one on the frame
+  # without annotation is a key frame of its own (no ground-truth box).
   assert summary['dropped_rows'] == {
       'annotation_rows_in_excluded_frames': 1,
-      'detection_rows_without_annotated_key_frame': 1}
-  assert summary['key_frames_written'] == 3
-  assert summary['key_frames_in_csv'] == 5
+      'detection_rows_in_excluded_frames': 1}
+  b2 = records[('vidB', 2.0)]
+  assert b2['boxes'].size == 0 and b2['label_count'] == []
+  np.testing.assert_allclose(b2['det_boxes'], [[.2, .5, .4, .7]], atol=1e-6)
+  np.testing.assert_allclose(b2['det_scores'], [.3], atol=1e-6)
+  assert summary['detection_only_key_frames'] == 1
+  assert summary['key_frames_written'] == 4
+  assert summary['key_frames_in_csv'] == 6
   assert summary['boxes_written'] == 4
   with open(out_dir / 'ava-summary.json', encoding='utf-8') as f:
     assert json.load(f)['missing_videos'] == {'vidC': 1}
-  assert 'missing videos (1, 1 key frames): vidC' in ava.format_summary(
-      summary)
+  text = ava.format_summary(summary)
+  assert 'missing videos (1, 1 key frames): vidC' in text
+  assert ('ava-00000-of-00002.tfrecord: 1 video(s) missing; not marked done, '
+          'a rerun with them in place converts it') in text
+
+  # With the videos in place, the rerun converts them.
+  _write_video(ava_set / 'videos' / 'vidC.mp4', 20)
+  os.remove(ava_set / 'videos' / 'vidD.mkv')
+  _write_video(ava_set / 'videos' / 'vidD.mp4', 20)
+  again = ava.convert(str(ava_set / 'ann.csv'), str(ava_set / 'labels.pbtxt'),
+                      str(ava_set / 'videos'), str(out_dir),
+                      detections_csv=str(ava_set / 'det.csv'),
+                      exclusions_csv=str(ava_set / 'exc.csv'),
+                      opts=opts, num_shards=2)
+  assert again['shards_resumed'] == 0
+  assert again['key_frames_written'] == 6
+  assert again['missing_videos'] == {} and again['unreadable_videos'] == {}
+  assert again['shards_not_marked_done'] == {}
+  assert sorted(_read(str(out_dir / 'ava-*.tfrecord'))) == [
+      ('vidA', 1.0), ('vidA', 3.0), ('vidB', 0.0), ('vidB', 2.0),
+      ('vidC', 1.0), ('vidD', 1.0)]
 
   # Resume: finished shards are skipped and left untouched.
   mtimes = {p: os.path.getmtime(out_dir / p) for p in os.listdir(out_dir)
@@ -176,8 +208,7 @@ def test_round_trip_missing_video_bad_rows_and_resume(ava_set):
                       exclusions_csv=str(ava_set / 'exc.csv'),
                       opts=opts, num_shards=2)
   assert again['shards_resumed'] == 2
-  assert again['key_frames_written'] == 3
-  assert again['missing_videos'] == {'vidC': 1}
+  assert again['key_frames_written'] == 6
   for p, t in mtimes.items():
     assert os.path.getmtime(out_dir / p) == t
   # A shard without its marker (interrupted run) is redone.
@@ -188,7 +219,115 @@ def test_round_trip_missing_video_bad_rows_and_resume(ava_set):
                       exclusions_csv=str(ava_set / 'exc.csv'),
                       opts=opts, num_shards=2)
   assert again['shards_resumed'] == 1
-  assert len(_read(str(out_dir / 'ava-*.tfrecord'))) == 3
+  assert len(_read(str(out_dir / 'ava-*.tfrecord'))) == 6
+
+
+def test_rerun_converts_a_video_added_after_the_first_run(ava_set):
+  # One shard, vidA present, vidB missing on the first run: the shard used
+  # to be marked done and the rerun skipped it, never converting vidB.
+  os.rename(ava_set / 'videos' / 'vidB.mp4', ava_set / 'vidB.mp4')
+  (ava_set / 'ab.csv').write_text('vidA,1,0.1,0.1,0.5,0.5,1,0\n'
+                                  'vidB,1,0.1,0.1,0.5,0.5,1,0\n')
+  out_dir = ava_set / 'out'
+  def run():
+    return ava.convert(str(ava_set / 'ab.csv'),
+                       str(ava_set / 'labels.pbtxt'),
+                       str(ava_set / 'videos'), str(out_dir),
+                       opts=ava.ClipOptions(num_frames=2, stride=1, fps=10,
+                                            short_side=0), num_shards=1)
+  first = run()
+  assert first['key_frames_written'] == 1
+  assert first['missing_videos'] == {'vidB': 1}
+  assert not os.path.exists(out_dir / 'ava-00000-of-00001.tfrecord.done')
+  with open(out_dir / 'ava-summary.json', encoding='utf-8') as f:
+    assert json.load(f)['shards_not_marked_done'] == {
+        'ava-00000-of-00001.tfrecord': '1 video(s) missing'}
+  os.rename(ava_set / 'vidB.mp4', ava_set / 'videos' / 'vidB.mp4')
+  second = run()
+  assert second['shards_resumed'] == 0
+  assert second['key_frames_written'] == 2
+  assert second['missing_videos'] == {}
+  assert sorted(_read(str(out_dir / 'ava-*.tfrecord'))) == [
+      ('vidA', 1.0), ('vidB', 1.0)]
+  assert run()['shards_resumed'] == 1
+  # A marker of an older version, written despite a missing video, is not
+  # trusted either.
+  marker = out_dir / 'ava-00000-of-00001.tfrecord.done'
+  with open(marker, encoding='utf-8') as f:
+    done = json.load(f)
+  done['stats']['missing_videos'] = {'vidB': 1}
+  with open(marker, 'w', encoding='utf-8') as f:
+    json.dump(done, f)
+  third = run()
+  assert third['shards_resumed'] == 0 and third['missing_videos'] == {}
+  assert third['key_frames_written'] == 2
+
+
+def test_detection_only_key_frame_is_written_and_parses(ava_set):
+  # mAP(Det) counts detections on frames without ground truth as false
+  # positives: such a frame needs a record for the model to score it.
+  from dataloaders import ava_parser  # pylint: disable=g-import-not-at-top
+  (ava_set / 'gt.csv').write_text('vidA,1,0.1,0.1,0.5,0.5,1,0\n')
+  (ava_set / 'd.csv').write_text('vidA,1,0.1,0.1,0.5,0.5,,0.95\n'
+                                 'vidA,2,0.5,0.5,0.9,0.9,,0.99\n'
+                                 'vidA,3,0.5,0.5,0.9,0.9,,0.99\n')
+  (ava_set / 'x.csv').write_text('vidA,3\n')
+  opts = ava.ClipOptions(num_frames=2, stride=1, fps=10, short_side=0)
+  def run(out, **kwargs):
+    return ava.convert(str(ava_set / 'gt.csv'), str(ava_set / 'labels.pbtxt'),
+                       str(ava_set / 'videos'), str(ava_set / out),
+                       detections_csv=str(ava_set / 'd.csv'),
+                       exclusions_csv=str(ava_set / 'x.csv'), opts=opts,
+                       **kwargs)
+  summary = run('out')
+  assert summary['key_frames_written'] == 2
+  assert summary['detection_only_key_frames'] == 1
+  assert summary['dropped_rows'] == {'detection_rows_in_excluded_frames': 1}
+  assert ('1 of them have detections but no annotation'
+          in ava.format_summary(summary))
+  pattern = str(ava_set / 'out' / 'ava-*.tfrecord')
+  records = _read(pattern)
+  assert sorted(records) == [('vidA', 1.0), ('vidA', 2.0)]
+  rec = records[('vidA', 2.0)]
+  assert rec['boxes'].size == 0 and rec['label_index'] == []
+  np.testing.assert_allclose(rec['det_boxes'], [[.5, .5, .9, .9]], atol=1e-6)
+  # The parser takes it: one detector box for mAP(Det), none for mAP(GT).
+  raw = {}
+  for path in tf.io.gfile.glob(pattern):
+    for r in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      seq = tf.train.SequenceExample.FromString(r)
+      raw[seq.context.feature[ava.KEY_FRAME_TIMESTAMP_KEY].float_list
+          .value[0]] = r
+  decoded = ava_parser.Decoder().decode(tf.constant(raw[2.0]))
+  for use_dets, mask in ((True, [1, 0, 0]), (False, [0, 0, 0])):
+    out = ava_parser.Parser(2, 16, 3, 80, is_training=False,
+                            use_detections=use_dets).parse(decoded)
+    np.testing.assert_array_equal(out['box_mask'].numpy(), mask)
+    assert out['labels'].numpy().sum() == 0
+  # Training data: the option off drops and counts the rows as before.
+  summary = run('tout', detection_only_key_frames=False)
+  assert summary['key_frames_written'] == 1
+  assert summary['detection_only_key_frames'] == 0
+  assert summary['dropped_rows'] == {
+      'detection_rows_in_excluded_frames': 1,
+      'detection_rows_without_annotated_key_frame': 1}
+
+
+def test_rescored_detections_redo_the_shard(ava_set):
+  # Same boxes, new scores: the records hold the scores, so the old shard
+  # must not be resumed.
+  (ava_set / 'gt.csv').write_text('vidA,1,0.1,0.1,0.5,0.5,1,0\n')
+  opts = ava.ClipOptions(num_frames=2, stride=1, fps=10, short_side=0)
+  def run(score):
+    (ava_set / 'd.csv').write_text(f'vidA,1,0.1,0.1,0.5,0.5,,{score}\n')
+    return ava.convert(str(ava_set / 'gt.csv'), str(ava_set / 'labels.pbtxt'),
+                       str(ava_set / 'videos'), str(ava_set / 'out'),
+                       detections_csv=str(ava_set / 'd.csv'), opts=opts)
+  assert run(0.9)['shards_resumed'] == 0
+  assert run(0.9)['shards_resumed'] == 1
+  assert run(0.1)['shards_resumed'] == 0
+  rec = _read(str(ava_set / 'out' / 'ava-*.tfrecord'))[('vidA', 1.0)]
+  np.testing.assert_allclose(rec['det_scores'], [0.1], atol=1e-6)
 
 
 def test_kinetics_clip_names_and_tool(ava_set):
@@ -210,6 +349,10 @@ def test_kinetics_clip_names_and_tool(ava_set):
   assert proc.returncode == 0, proc.stderr
   assert 'wrote 1 of 2 key frames' in proc.stdout
   assert 'skipped 1 key frame(s): timestamp_outside_video_clips' in proc.stdout
+  # The cut that holds t=130 may still come: the shard is redone on rerun.
+  assert ('kin-00000-of-00001.tfrecord: 1 key frame(s) outside every clip of '
+          'their video; not marked done') in proc.stdout
+  assert not os.path.exists(out_dir / 'kin-00000-of-00001.tfrecord.done')
   records = _read(str(out_dir / 'kin-*.tfrecord'))
   rec = records[('yt_x-1', 102.0)]
   assert rec['frames'].shape == (2, 48, 64, 3)
