@@ -273,6 +273,17 @@ class ActionLocalizationTask(base_task.Task):
                    input_context: Optional[tf.distribute.InputContext] = None
                    ) -> tf.data.Dataset:
     name = 'train_data' if params.is_training else 'validation_data'
+    if (not params.is_training and input_context is not None and
+        input_context.num_input_pipelines > 1):
+      # Each worker would read its shard of the key frames and compute mAP
+      # on it alone against the whole ground truth (`aggregate_logs` sees
+      # the local replicas only), counting the other shards as missed.
+      raise ValueError(
+          f'AVA evaluation with {input_context.num_input_pipelines} input '
+          'pipelines (workers) would score each worker on its own shard of '
+          'task.validation_data: evaluate in a single-worker job instead '
+          '(e.g. --mode=continuous_eval beside the training job, or '
+          '--mode=train on the workers and --mode=eval on one)')
     pattern = self._input_pattern(params, name)
     t, h, w, _ = params.feature_shape
     parser = ava_parser.Parser(

@@ -188,6 +188,20 @@ def test_missing_input_path_is_a_clear_error():
     task.build_inputs(config.train_data)
 
 
+def test_evaluation_over_several_workers_is_refused():
+  """Each worker would score its shard against the whole ground truth."""
+  config = exp_factory.get_exp_config('const_cl_ava_v22').task
+  task = action_localization.ActionLocalizationTask(config)
+  context = tf.distribute.InputContext(
+      num_input_pipelines=2, input_pipeline_id=0, num_replicas_in_sync=2)
+  with pytest.raises(ValueError, match=r'AVA evaluation with 2 input '
+                     r'pipelines .*single-worker job'):
+    task.build_inputs(config.validation_data, context)
+  # Training data is sharded as usual (here: the missing path's error).
+  with pytest.raises(ValueError, match='train_data.input_path is empty'):
+    task.build_inputs(config.train_data, context)
+
+
 def test_input_file_that_is_not_a_tfrecord_is_named(tmp_path):
   config = exp_factory.get_exp_config('const_cl_ava_v22').task
   task = action_localization.ActionLocalizationTask(config)
