@@ -6,19 +6,23 @@ positive and negative cosine similarity).
 
 Distribution convention (all losses, all `tf.distribute` strategies):
   Negatives come from the GLOBAL batch: embeddings are all-gathered through the
-  replica context (`cross_replica_gather`) and labels are offset by the replica
-  id, so no TPU-only op is used. Each scalar returned on replica r is scaled so
-  that the MEAN over replicas equals the value one replica would compute on the
-  whole global batch. Model Garden's trainer divides each replica's loss by
-  `num_replicas_in_sync` and sums the gradients, which then gives exactly the
-  single-replica gradient, because `ReplicaContext.all_gather` back-propagates
-  by summing the upstream gradients over replicas and slicing out the local
-  part. Concretely:
-    * `global_infonce`, `dense_infonce`: every replica holds the same number of
-      queries, so the per-replica value is simply the mean over local queries.
-    * `region_infonce`: the number of valid queries differs per replica, so the
-      replica returns `num_replicas * local_sum / global_count` where
-      `global_count` is all-reduced across replicas (0 if nothing is valid).
+  replica context (`cross_replica_gather`) and labels are offset by this
+  replica's first row in the gathered batch, so no TPU-only op is used. Each
+  scalar returned on replica r is scaled so that the MEAN over replicas equals
+  the value one replica would compute on the whole global batch. Model
+  Garden's trainer divides each replica's loss by `num_replicas_in_sync` and
+  sums the gradients, which then gives exactly the single-replica gradient,
+  because `ReplicaContext.all_gather` back-propagates by summing the upstream
+  gradients over replicas and slicing out the local part. Concretely:
+    * Every loss returns `num_replicas * local_sum / global_count` on a
+      replica, where `global_count` (of rows, valid queries or negative
+      pairs) is summed across replicas, and 0 if it is 0. The number of
+      queries differs per replica for `region_infonce` (masks), and for all
+      losses on the last evaluation batch, which is not dropped and is split
+      unevenly (a replica may get no example at all). With equal counts this
+      is simply the mean over the local queries.
+  Labels are offset by the number of examples on the lower replica ids
+  (all-gathered), not by `replica_id * local_batch`, for the same reason.
 
 All arithmetic is in float32 (inputs are cast first): under bfloat16 mixed
 precision the softmax would otherwise run in bfloat16. Shapes are static and
@@ -57,24 +61,36 @@ def cross_replica_gather(x):
 
   Returns:
     (gathered, offset): `gathered` has the structure of `x`, each tensor with
-    leading dimension `num_replicas * B`, ordered by replica id; `offset` is the
-    int32 row of this replica's first example in `gathered`
-    (`replica_id_in_sync_group * B`). Outside a multi-replica context returns
-    `(x, 0)`.
+    leading dimension the global batch (the sum of the local batch sizes),
+    ordered by replica id; `offset` is the int32 row of this replica's first
+    example in `gathered`: the sum of the local batch sizes of the replicas
+    with a lower id. The sizes are all-gathered rather than assumed equal,
+    because the last batch of an evaluation without `drop_remainder` is split
+    unevenly (a replica may even get no example), and `replica_id * B` would
+    then point at another video's view. Outside a multi-replica context
+    returns `(x, 0)`.
   """
   ctx, num_replicas = _replica_context_and_count()
   if ctx is None or num_replicas <= 1:
     return x, tf.constant(0, tf.int32)
   first = tf.nest.flatten(x)[0]
-  local_batch = first.shape[0]
-  if local_batch is None:
-    local_batch = tf.shape(first)[0]
   # One all_gather per tensor: the gradient of a nested all_gather stacks the
   # upstream gradients of all its tensors, which fails (TF 2.20) when they
   # differ in shape.
   gathered = tf.nest.map_structure(lambda t: ctx.all_gather(t, axis=0), x)
-  offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local_batch
+  sizes = _local_sizes(ctx, tf.shape(first)[0])
+  # A mask rather than `sizes[:replica_id]`: the replica id is a tensor on
+  # TPU, and a static-shaped sum compiles under XLA.
+  lower = tf.range(num_replicas, dtype=tf.int32) < tf.cast(
+      ctx.replica_id_in_sync_group, tf.int32)
+  offset = tf.reduce_sum(tf.where(lower, sizes, 0))
   return gathered, offset
+
+
+def _local_sizes(ctx, local_size: tf.Tensor) -> tf.Tensor:
+  """int32 [num_replicas]: `local_size` of every replica, by replica id."""
+  local_size = tf.stop_gradient(tf.cast(local_size, tf.int32))
+  return tf.stop_gradient(ctx.all_gather(tf.reshape(local_size, [1]), axis=0))
 
 
 def _all_reduce_sum(x: tf.Tensor) -> tf.Tensor:
@@ -135,13 +151,17 @@ def global_infonce(emb_a: tf.Tensor,
   Returns:
     Dict of float32 scalars:
       loss: SUM of the two directions (a->b plus b->a), each the mean over the
-        local batch (the convention lambda=0.001 is calibrated on).
+        batch (the convention lambda=0.001 is calibrated on).
       contrastive_accuracy: fraction of rows whose positive logit is strictly
         the largest.
       entropy: mean entropy of the softmax rows.
       positive_similarity: mean cosine of positive pairs.
       negative_similarity: mean cosine over all negatives of all rows.
-    Each is a local mean; the mean over replicas is the global-batch value.
+    Distribution convention as in `region_infonce`: each value on a replica is
+    `num_replicas * local_sum / global_count`, so the mean over replicas is
+    the global-batch value even when the replicas hold different numbers of
+    examples (the last evaluation batch), and a replica without examples
+    returns 0 (not NaN). With equal local batches this is the local mean.
   """
   fn = 'global_infonce'
   emb_a, emb_b = _to_tensors(emb_a, emb_b)
@@ -160,6 +180,27 @@ def global_infonce(emb_a: tf.Tensor,
   labels = offset + tf.range(local_batch, dtype=tf.int32)
   is_self = tf.cast(tf.one_hot(labels, global_batch), tf.bool)  # [B, GB]
 
+  # Replica weights of the distribution convention: the replica value is the
+  # local mean times `num_replicas * local_count / global_count`, i.e.
+  # `num_replicas * local_sum / global_count`. The weight is exactly 1 when
+  # all replicas hold the same number of rows (the equal-size path is the
+  # plain local mean, bit for bit); an empty replica returns 0, not 0/0.
+  _, num_replicas = _replica_context_and_count()
+  local_rows = tf.cast(local_batch, tf.float32)
+  row_weight = tf.math.divide_no_nan(
+      num_replicas * local_rows, tf.cast(global_batch, tf.float32))
+
+  def row_mean(x):
+    # tf.where, not divide_no_nan: reduce_mean keeps the equal-size values
+    # identical to before; the NaN of an empty replica is never selected.
+    return row_weight * tf.where(local_batch > 0, tf.reduce_mean(x), 0.)
+
+  # Negative pairs per direction: the same count for both directions.
+  not_self = tf.cast(tf.logical_not(is_self), tf.float32)
+  neg_count = 2. * tf.reduce_sum(not_self)
+  neg_weight = tf.math.divide_no_nan(num_replicas * neg_count,
+                                     _all_reduce_sum(neg_count))
+
   def one_direction(q, k_other_all, k_same_all):
     cos_pos_view = tf.matmul(q, k_other_all, transpose_b=True)  # [B, GB]
     cos_same_view = tf.matmul(q, k_same_all, transpose_b=True)
@@ -172,15 +213,14 @@ def global_infonce(emb_a: tf.Tensor,
     logits = tf.concat([positive[:, None] / temperature, negatives], axis=1)
     per_row = tf.reduce_logsumexp(logits, axis=1) - positive / temperature
     correct, entropy = _row_stats(logits)
-    not_self = tf.cast(tf.logical_not(is_self), tf.float32)
     neg_sum = tf.reduce_sum(not_self * (cos_pos_view + cos_same_view))
-    neg_count = 2. * tf.reduce_sum(not_self)
     return {
-        'loss': tf.reduce_mean(per_row),
-        'contrastive_accuracy': tf.reduce_mean(correct),
-        'entropy': tf.reduce_mean(entropy),
-        'positive_similarity': tf.reduce_mean(positive),
-        'negative_similarity': tf.math.divide_no_nan(neg_sum, neg_count),
+        'loss': row_mean(per_row),
+        'contrastive_accuracy': row_mean(correct),
+        'entropy': row_mean(entropy),
+        'positive_similarity': row_mean(positive),
+        'negative_similarity': neg_weight * tf.math.divide_no_nan(
+            neg_sum, neg_count),
     }
 
   ab = one_direction(a, b_all, a_all)
@@ -394,7 +434,8 @@ def dense_infonce(feats_a: tf.Tensor,
   Returns:
     Dict of float32 scalars: loss, contrastive_accuracy, entropy,
     positive_similarity, negative_similarity, each averaged over both
-    directions (local means; the mean over replicas is the global value).
+    directions (scaled as in `region_infonce`: the mean over replicas is the
+    global value).
   """
   fn = 'dense_infonce'
   feats_a, feats_b = _to_tensors(feats_a, feats_b)
