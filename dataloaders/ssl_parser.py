@@ -305,7 +305,9 @@ def build_ssl_dataset(file_pattern: str,
                       skip_bad_records: bool = False,
                       deterministic: Optional[bool] = None,
                       skip_examples: int = 0,
-                      field: str = 'file_pattern') -> tf.data.Dataset:
+                      field: str = 'file_pattern',
+                      drop_remainder: Optional[bool] = None
+                      ) -> tf.data.Dataset:
   """Builds the batched two-view dataset.
 
   Pipeline: files (shard by input pipeline) -> interleave -> shuffle ->
@@ -342,6 +344,10 @@ def build_ssl_dataset(file_pattern: str,
       with a fixed `seed` the next record and its augmentation seed are the
       ones the uninterrupted run used. Skipped records are read, not decoded.
     field: the config field of `file_pattern`, for error messages.
+    drop_remainder: drop the last partial batch (`DataConfig.drop_remainder`);
+      None means `is_training`. Training repeats, so there it only makes the
+      batch dimension static; in evaluation it decides whether the last
+      videos are seen at all.
 
   Returns:
     `tf.data.Dataset` of dicts with a leading batch dimension.
@@ -444,7 +450,9 @@ def build_ssl_dataset(file_pattern: str,
               deterministic=deterministic)
   if skip_bad_records:
     ds = ds.ignore_errors(log_warning=True)
-  ds = ds.batch(batch_size, drop_remainder=is_training)
+  if drop_remainder is None:
+    drop_remainder = is_training
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 

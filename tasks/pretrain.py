@@ -302,7 +302,8 @@ class ConstCLPretrainTask(base_task.Task):
         input_context=input_context,
         skip_bad_records=params.skip_bad_records,
         deterministic=params.deterministic, skip_examples=skip,
-        field=f'task.{data_name}.input_path')
+        field=f'task.{data_name}.input_path',
+        drop_remainder=params.drop_remainder)
     return dataset.map(stack_views, num_parallel_calls=tf.data.AUTOTUNE)
 
   def _resume_skip_examples(
