@@ -292,7 +292,8 @@ class ConstCLPretrainTask(base_task.Task):
         min_box_aspect=params.min_box_aspect,
         max_box_aspect=params.max_box_aspect,
         min_crop_area=params.min_crop_area,
-        color_jitter_strength=params.color_jitter_strength)
+        color_jitter_strength=params.color_jitter_strength,
+        output_dtype=tf.dtypes.as_dtype(params.dtype))
     skip = self._resume_skip_examples(params, input_context)
     dataset = ssl_parser.build_ssl_dataset(
         pattern, parser, global_batch_size=params.global_batch_size,

@@ -1,9 +1,12 @@
-"""`ConstCLPretrainTask.build_inputs` honours `DataConfig.drop_remainder`.
+"""`ConstCLPretrainTask.build_inputs` honours `drop_remainder` and `dtype`.
 
-It used to be ignored: the last partial batch was kept in evaluation and
-dropped in training whatever the config said.
+Both `DataConfig` fields used to be ignored: the last partial batch was kept
+in evaluation and dropped in training whatever the config said, and the clips
+were always float32.
 """
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from official.core import exp_factory
 from official.core import task_factory
@@ -65,3 +68,25 @@ def test_training_batch_dimension_is_static_by_default(records):
   task = task_factory.get_task(config.task)
   dataset = task.build_inputs(config.task.train_data)
   assert dataset.element_spec['image'].shape[0] == 2 * BATCH
+
+
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16', 'float32'])
+@pytest.mark.parametrize('data_name', ['train_data', 'validation_data'])
+def test_dtype_sets_the_image_dtype(records, dtype, data_name):
+  config = _config(records)
+  data = getattr(config.task, data_name)
+  data.dtype = dtype
+  config.validate()
+  task = task_factory.get_task(config.task)
+  features = next(iter(task.build_inputs(data)))
+  assert features['image'].dtype == tf.dtypes.as_dtype(dtype)
+  assert features['image'].shape == (2 * BATCH, 8, 32, 32, 3)
+  image = features['image'].numpy().astype(np.float32)
+  assert np.all(np.isfinite(image)) and image.std() > 0  # real frames
+
+
+def test_unknown_dtype_is_a_config_error():
+  config = exp_factory.get_exp_config('const_cl_pretrain_toy')
+  config.task.validation_data.dtype = 'int8'
+  with pytest.raises(ValueError, match='validation_data.dtype'):
+    config.validate()
