@@ -517,7 +517,8 @@ def evaluate(groundtruth_rows: Iterable[object],
     labelmap: {action_id: name}; only these classes are evaluated.
     excluded: (video_id, timestamp) pairs dropped from both sides.
     iou_threshold: IoU of a true positive.
-    max_detections_per_frame: detections kept per frame (all classes).
+    max_detections_per_frame: detections kept per frame (all label-map
+      classes together; rows of other classes are dropped first).
 
   Returns:
     dict with
@@ -530,9 +531,10 @@ def evaluate(groundtruth_rows: Iterable[object],
       `num_frames`: ground-truth frames evaluated,
       `num_detections`: detections kept after exclusions and the cap,
       `dropped`: counts of rows dropped (excluded frames, classes not in
-        the label map, detections over the per-frame cap, detections on
-        frames without any ground truth are kept as false positives and
-        counted under `detections_on_frames_without_groundtruth`).
+        the label map, then detections over the per-frame cap of the
+        remaining ones; detections on frames without any ground truth are
+        kept as false positives and counted under
+        `detections_on_frames_without_groundtruth`).
   """
   labelmap = dict(labelmap)
   excluded_keys = {frame_key(v, t) for v, t in (excluded or ())}
@@ -551,10 +553,17 @@ def evaluate(groundtruth_rows: Iterable[object],
       continue
     gt_by_class[row.action_id][row.key].append(row.box)
 
+  # Classes outside the label map go before the per-frame cap, as the
+  # official read_csv filters by its class whitelist while reading and caps
+  # afterwards: otherwise rows of unevaluated classes could push evaluated
+  # ones out of a frame's top max_detections_per_frame.
   dets_by_frame: Dict[FrameKey, List[AvaRow]] = collections.defaultdict(list)
   for row in _as_rows(detection_rows, 'detections'):
     if row.key in excluded_keys:
       dropped['detections_excluded'] += 1
+      continue
+    if row.action_id not in labelmap:
+      dropped['detections_class_not_in_labelmap'] += 1
       continue
     dets_by_frame[row.key].append(row)
 
@@ -570,9 +579,6 @@ def evaluate(groundtruth_rows: Iterable[object],
       dropped['detections_on_frames_without_groundtruth'] += len(keep)
     for i in keep:
       row = rows[i]
-      if row.action_id not in labelmap:
-        dropped['detections_class_not_in_labelmap'] += 1
-        continue
       dets_by_class[row.action_id][key].append(row)
       num_detections += 1
 

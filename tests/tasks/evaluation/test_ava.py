@@ -131,6 +131,20 @@ def test_fifty_detections_per_frame_cap():
   assert ava.evaluate(gt, dets, {1: 'a', 3: 'c'})['per_class']['a'] == 1.0
 
 
+def test_classes_outside_the_labelmap_go_before_the_frame_cap():
+  # The official read_csv drops non-whitelisted classes while reading and
+  # caps afterwards: 50 confident rows of class 2 (not evaluated) must not
+  # push the correct class-1 row out of the frame's top 50.
+  gt = [_gt('v', 902, BOX_A, 1)]
+  dets = [_det('v', 902, BOX_A, 2, 0.9)] * 50 + [_det('v', 902, BOX_A, 1,
+                                                      0.5)]
+  r = ava.evaluate(gt, dets, {1: 'a'})
+  assert r['mAP'] == pytest.approx(1.0)
+  assert r['dropped']['detections_class_not_in_labelmap'] == 50
+  assert r['dropped'].get('detections_over_frame_cap', 0) == 0
+  assert r['num_detections'] == 1
+
+
 def test_multi_label_box_counts_once_per_label():
   # One person, two actions (two rows). Detecting only one label gives AP 1
   # for it, AP 0 for the other: mAP 0.5.
