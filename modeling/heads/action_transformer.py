@@ -87,10 +87,14 @@ class ActionTransformerHead(tf_keras.layers.Layer):
             name=f'block_{i}') for i in range(num_layers)
     ]
     self._dropout = tf_keras.layers.Dropout(dropout_rate)
+    # float32 whatever the global policy: bfloat16 logits keep 8 bits of
+    # mantissa, so under mixed_bfloat16 many boxes' scores tie and the AP's
+    # ranking of them is arbitrary. Same variable names and shapes (the
+    # kernel is float32 under mixed policies anyway): checkpoints still load.
     self._classifier = tf_keras.layers.Dense(
         num_classes, kernel_regularizer=kernel_regularizer,
         kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
-        name='classifier')
+        dtype='float32', name='classifier')
 
   def call(self, features: tf.Tensor, boxes: tf.Tensor,
            training=None) -> Dict[str, tf.Tensor]:

@@ -43,6 +43,35 @@ def test_head_shapes_and_attention_over_all_tokens():
                              atol=1e-5)
 
 
+def test_classifier_computes_in_float32_under_mixed_bfloat16():
+  # bfloat16 logits (8-bit mantissa) tie for many boxes, which makes the
+  # AP's ranking of them arbitrary.
+  rng = np.random.default_rng(1)
+  feats = tf.constant(rng.normal(size=(16, 2, 4, 4, 16)), tf.float32)
+  y0x0 = rng.uniform(0, 0.5, size=(16, 8, 2))
+  boxes = tf.constant(np.concatenate([y0x0, y0x0 + 0.4], -1), tf.float32)
+  variables = {}
+  for policy in ('float32', 'mixed_bfloat16'):
+    tf_keras.mixed_precision.set_global_policy(policy)
+    try:
+      head = action_transformer.ActionTransformerHead(
+          num_classes=20, num_layers=1, num_heads=2, hidden_dim=16,
+          mlp_dim=16, dropout_rate=0.0, name='head')
+      logits = head(feats, boxes)['logits']
+    finally:
+      tf_keras.mixed_precision.set_global_policy('float32')
+    variables[policy] = sorted((v.name, tuple(v.shape))
+                               for v in head.weights)
+  assert head._classifier.compute_dtype == 'float32'
+  assert head._classifier.kernel.dtype == tf.float32
+  assert logits.dtype == tf.float32
+  values = logits.numpy()
+  as_bf16 = tf.cast(tf.cast(logits, tf.bfloat16), tf.float32).numpy()
+  assert len(np.unique(values)) > 2 * len(np.unique(as_bf16))
+  # Checkpoint compatible: the same variables as under float32.
+  assert variables['mixed_bfloat16'] == variables['float32']
+
+
 def test_query_comes_from_the_key_frame_and_keys_from_the_clip():
   head, feats, boxes = _head_and_inputs()
   base = head(feats, boxes)['logits'].numpy()
