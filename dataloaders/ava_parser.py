@@ -14,6 +14,19 @@ key frame). The parser outputs, per example, static-shape tensors:
                   action_id - 1 (all zero for detector boxes)
   video_id        string []
   timestamp       float32 []
+  num_boxes_dropped       int32 [] boxes of the record beyond `max_boxes`
+                          (truncated away, never scored)
+  num_boxes_cropped_out   int32 [] boxes among the first `max_boxes` with
+                          no area left in the crop window (mask 0)
+
+The two counts are disjoint and say how many of the record's boxes the
+model does not score: at evaluation each one is a ground-truth person (or
+detector box) without a detection row, which costs recall in the mAP.
+
+Errors on a bad record (no frames, a frame that is not a JPEG, inconsistent
+labels, `use_detections` on a record converted without `--detections`) are
+`InvalidArgumentError`s whose message names the record's video id and
+timestamp.
 
 Training draws (crop window, box jitter, flip) are stateless, from the
 example's `example_seeds.SEED_KEY` seed that `build_inputs` attaches with
@@ -21,7 +34,7 @@ example's `example_seeds.SEED_KEY` seed that `build_inputs` attaches with
 many threads parse. A decoded dict without that key (a parser used on its
 own) gets a seed from a stateful op seeded with the parser's `seed`.
 """
-from typing import Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import tensorflow as tf
 
@@ -32,6 +45,47 @@ from official.vision.dataloaders import parser
 
 _IMAGE_KEY = 'image/encoded'
 _VIDEO_ID_KEY = 'clip/id'
+
+
+def _has_context_key(serialized_example: tf.Tensor, key: str) -> tf.Tensor:
+  """Whether the SequenceExample's context has `key`, even with no values.
+
+  The parsing ops decode a missing list feature and an empty one alike (an
+  empty tensor); the converter writes the detection fields only when it was
+  given detections, so their presence is what tells "converted without
+  --detections" from "no detection on this key frame". Reads the context's
+  map keys with `decode_proto` (graph ops, no Python): the frames are
+  skipped, not copied.
+  """
+  context = tf.io.decode_proto(
+      tf.reshape(serialized_example, [1]), 'tensorflow.SequenceExample',
+      ['context'], [tf.string]).values[0]
+  entries = tf.io.decode_proto(
+      tf.reshape(context, [-1]), 'tensorflow.Features', ['feature'],
+      [tf.string]).values[0]
+  keys = tf.io.decode_proto(
+      tf.reshape(entries, [-1]), 'tensorflow.Features.FeatureEntry',
+      ['key'], [tf.string]).values[0]
+  return tf.reduce_any(tf.equal(keys, key))
+
+
+def _jpeg_markers_ok(encoded: tf.Tensor) -> tf.Tensor:
+  """Per frame: starts with the JPEG SOI marker and ends with EOI.
+
+  A cheap in-graph test that catches garbage and truncated frames before
+  `decode_jpeg` fails with a message that cannot name the record. The
+  converter's frames (cv2.imencode) always end with EOI.
+  """
+  head = tf.strings.substr(encoded, 0, 3)
+  tail = tf.strings.substr(encoded, -2, 2)
+  return (tf.equal(head, b'\xff\xd8\xff') & tf.equal(tail, b'\xff\xd9') &
+          (tf.strings.length(encoded) > 4))
+
+
+def _record_name(decoded: Dict[str, tf.Tensor]) -> List[Any]:
+  """Assert data naming the record: its video id and key-frame timestamp."""
+  return ['video_id:', decoded['video_id'], 'timestamp:',
+          decoded['timestamp']]
 
 
 class Decoder(decoder.Decoder):
@@ -73,6 +127,8 @@ class Decoder(decoder.Decoder):
         'label_count': dense(ava_converter.LABEL_COUNT_KEY),
         'detection_boxes': _boxes(ava_converter.DETECTION_BOX_KEYS),
         'detection_scores': dense(ava_converter.DETECTION_SCORE_KEY),
+        'has_detections': _has_context_key(
+            serialized_example, ava_converter.DETECTION_SCORE_KEY),
     }
 
 
@@ -107,7 +163,9 @@ class Parser(parser.Parser):
       num_frames: frames per output clip, taken around the key frame from the
         stored clip (edge frames repeat when the record has fewer).
       crop_size: output size, int (square) or (height, width).
-      max_boxes: boxes per example (padded / truncated).
+      max_boxes: boxes per example (padded / truncated; `num_boxes_dropped`
+        counts the truncated ones; detections are truncated after sorting
+        by score, so the lowest-scored go).
       num_classes: size of the multi-hot labels (80 for AVA: ids 1..80).
       box_jitter: training only; each box coordinate moves by up to this
         fraction of the box height/width.
@@ -120,7 +178,9 @@ class Parser(parser.Parser):
         windows) whose side is this fraction range of the largest window.
       random_flip: flip left-right at training, boxes included.
       center_crop: evaluation keeps the largest centred window of the output
-        aspect; False resizes the whole frame (aspect not kept).
+        aspect; False resizes the whole frame (aspect not kept). Boxes with
+        no area left in the window get mask 0 (`num_boxes_cropped_out`):
+        they are not scored, so they count as misses in the mAP.
       seed: seed of the stateful op that draws an example seed when the
         decoded dict has none (see the module docstring).
     """
@@ -166,14 +226,26 @@ class Parser(parser.Parser):
   def _frames(self, decoded):
     encoded = decoded['frames']
     n = tf.shape(encoded)[0]
-    tf.debugging.assert_positive(
-        n, message='AVA record has no frames (video_id in the record)')
-    key = tf.cast(decoded['key_frame_index'], tf.int32)
+    has_frames = tf.debugging.Assert(
+        n > 0, ['AVA record has no frames:'] + _record_name(decoded))
+    with tf.control_dependencies([has_frames]):
+      key = tf.cast(decoded['key_frame_index'], tf.int32)
     key = tf.where(key < 0, n // 2, key)
     idx = key + tf.range(self._num_frames) - self._num_frames // 2
     idx = tf.clip_by_value(idx, 0, n - 1)
+    encoded = tf.gather(encoded, idx)
+    # decode_jpeg's own error ("Unknown image file format") does not say
+    # which record is bad: check the frames it will decode first.
+    ok = _jpeg_markers_ok(encoded)
+    is_jpeg = tf.debugging.Assert(
+        tf.reduce_all(ok),
+        ['AVA record has a frame that is not a complete JPEG:'] +
+        _record_name(decoded) + ['clip frame indices:', idx,
+                                 'JPEG markers ok:', ok])
+    with tf.control_dependencies([is_jpeg]):
+      encoded = tf.identity(encoded)
     frames = tf.map_fn(
-        lambda x: tf.io.decode_jpeg(x, channels=3), tf.gather(encoded, idx),
+        lambda x: tf.io.decode_jpeg(x, channels=3), encoded,
         fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
     return frames
 
@@ -181,20 +253,25 @@ class Parser(parser.Parser):
     index = decoded['label_index']
     count = decoded['label_count']
     num_boxes = tf.shape(decoded['boxes'])[0]
+    name = _record_name(decoded)
     checks = [
-        tf.debugging.assert_equal(
-            tf.shape(count)[0], num_boxes,
-            message='clip/key_frame/bbox/label/count must have one entry '
-                    'per box'),
-        tf.debugging.assert_equal(
-            tf.reduce_sum(count), tf.shape(index, out_type=tf.int64)[0],
-            message='label/count does not add up to the number of labels'),
-        tf.debugging.assert_greater_equal(
-            index, tf.constant(1, tf.int64),
-            message='action ids are 1-based'),
-        tf.debugging.assert_less_equal(
-            index, tf.constant(self._num_classes, tf.int64),
-            message=f'action id above num_classes ({self._num_classes})'),
+        tf.debugging.Assert(
+            tf.equal(tf.shape(count)[0], num_boxes),
+            ['clip/key_frame/bbox/label/count must have one entry per box:']
+            + name + ['counts:', tf.shape(count)[0], 'boxes:', num_boxes]),
+        tf.debugging.Assert(
+            tf.equal(tf.reduce_sum(count),
+                     tf.shape(index, out_type=tf.int64)[0]),
+            ['label/count does not add up to the number of labels:'] + name
+            + ['sum of counts:', tf.reduce_sum(count), 'labels:',
+               tf.shape(index)[0]]),
+        tf.debugging.Assert(
+            tf.reduce_all(index >= 1),
+            ['action ids are 1-based:'] + name + ['action ids:', index]),
+        tf.debugging.Assert(
+            tf.reduce_all(index <= self._num_classes),
+            [f'action id above num_classes ({self._num_classes}):'] + name
+            + ['action ids:', index]),
     ]
     with tf.control_dependencies(checks):
       ragged = tf.RaggedTensor.from_row_lengths(index - 1, count)
@@ -206,7 +283,18 @@ class Parser(parser.Parser):
   def _select_boxes(self, decoded):
     """Boxes, scores and labels before padding, in original coordinates."""
     if self._use_detections:
-      boxes = decoded['detection_boxes']
+      checks = []
+      if 'has_detections' in decoded:
+        # A record without the fields would give no box at all (mAP 0), not
+        # an error: say what to do instead.
+        checks.append(tf.debugging.Assert(
+            decoded['has_detections'],
+            ['use_detections is set but this AVA record has no detection '
+             'fields (clip/key_frame/detection/*):'] + _record_name(decoded)
+            + ['convert the records with --detections (the detections CSV) '
+               'or evaluate with use_detections=False']))
+      with tf.control_dependencies(checks):
+        boxes = tf.identity(decoded['detection_boxes'])
       scores = decoded['detection_scores']
       keep = scores >= self._score_threshold
       boxes = tf.boolean_mask(boxes, keep)
@@ -295,11 +383,17 @@ class Parser(parser.Parser):
                       lambda: boxes)
     num = tf.shape(boxes)[0]
     mask = tf.ones([num], tf.float32)
-    if training:
-      # A box cropped away entirely carries no pixels to learn from.
+    if training or self._center_crop:
+      # A box cropped away entirely carries no pixels: nothing to learn from
+      # at training, and at evaluation its ROI would be a degenerate line at
+      # the crop border, scored as if it were the person. Masked out, it
+      # gives no detection row (a miss for the mAP, counted below).
       visible = tf.logical_and(boxes[:, 2] > boxes[:, 0],
                                boxes[:, 3] > boxes[:, 1])
       mask *= tf.cast(visible, tf.float32)
+    kept = tf.minimum(num, self._max_boxes)
+    num_dropped = num - kept
+    num_cropped_out = kept - tf.cast(tf.reduce_sum(mask[:kept]), tf.int32)
     image = tf.ensure_shape(image, [self._num_frames, *self._crop_size, 3])
     return {
         'image': image,
@@ -310,6 +404,8 @@ class Parser(parser.Parser):
         'labels': _pad_to(labels, self._max_boxes),
         'video_id': decoded['video_id'],
         'timestamp': tf.cast(decoded['timestamp'], tf.float32),
+        'num_boxes_dropped': num_dropped,
+        'num_boxes_cropped_out': num_cropped_out,
     }
 
   def _parse_train_data(self, decoded_tensors):

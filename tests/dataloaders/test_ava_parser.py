@@ -8,8 +8,15 @@ from dataloaders import example_seeds
 from dataloaders.converters import ava as ava_converter
 
 
-def _record(height=8, width=16, num_frames=4, with_dets=True):
-  """Frames: left half dark (40), right half bright (200), plus frame id."""
+def _record(height=8, width=16, num_frames=4, with_dets=True,
+            mutate=None):
+  """Frames: left half dark (40), right half bright (200), plus frame id.
+
+  `with_dets`: True (three detections), False (converted without
+  --detections) or 'empty' (converted with detections, none on this frame).
+  `mutate`: optional function editing the SequenceExample before it is
+  serialized (to make bad records).
+  """
   frames = np.zeros((num_frames, height, width, 3), np.uint8)
   frames[:, :, :width // 2] = 40
   frames[:, :, width // 2:] = 200
@@ -18,12 +25,17 @@ def _record(height=8, width=16, num_frames=4, with_dets=True):
       boxes=np.array([[0.1, 0.0, 0.5, 0.5], [0.2, 0.5, 0.9, 1.0]],
                      np.float32),
       labels=[[1, 12], [80]], person_ids=[0, 1])
-  if with_dets:
+  if with_dets == 'empty':
+    kf.detection_boxes = np.zeros((0, 4), np.float32)
+    kf.detection_scores = np.zeros((0,), np.float32)
+  elif with_dets:
     kf.detection_boxes = np.array([[0., 0., .5, .5], [0., .5, 1., 1.],
                                    [.2, .2, .3, .3]], np.float32)
     kf.detection_scores = np.array([0.3, 0.9, 0.05], np.float32)
-  return ava_converter.make_key_frame_example(
-      kf, frames, num_frames // 2).SerializeToString()
+  seq = ava_converter.make_key_frame_example(kf, frames, num_frames // 2)
+  if mutate is not None:
+    mutate(seq)
+  return seq.SerializeToString()
 
 
 def _parse(record, **kwargs):
@@ -79,6 +91,112 @@ def test_truncation_to_max_boxes():
                num_classes=80, is_training=False)
   np.testing.assert_array_equal(out['box_mask'], [1])
   np.testing.assert_allclose(out['boxes'], [[.1, 0., .5, .5]], atol=1e-6)
+  # The truncated box is counted, not silently lost.
+  assert out['num_boxes_dropped'] == 1
+  assert out['num_boxes_cropped_out'] == 0
+  out = _parse(_record(), num_frames=1, crop_size=(8, 16), max_boxes=3,
+               num_classes=80, is_training=False)
+  assert out['num_boxes_dropped'] == 0
+  # Detections: sorted by score first, so the lowest-scored are dropped.
+  out = _parse(_record(16, 16), num_frames=1, crop_size=16, max_boxes=1,
+               num_classes=80, is_training=False, use_detections=True)
+  np.testing.assert_allclose(out['box_scores'], [.9], atol=1e-6)
+  assert out['num_boxes_dropped'] == 2
+
+
+def test_eval_center_crop_masks_boxes_outside_the_window():
+  # 8x16 frame, square output: the window is x 0.25..0.75. A box at
+  # x 0..0.2 has no pixel left in it; scoring its degenerate ROI would
+  # put a detection row on a person the model never saw.
+  def edge_boxes(seq):
+    ctx = seq.context.feature
+    for key, values in zip(ava_converter.BOX_KEYS,
+                           ([.1, .1], [0., .3], [.5, .9], [.2, .6])):
+      ctx[key].float_list.value[:] = values
+
+  record = _record(mutate=edge_boxes)
+  out = _parse(record, num_frames=1, crop_size=4, max_boxes=3,
+               num_classes=80, is_training=False)
+  np.testing.assert_array_equal(out['box_mask'], [0, 1, 0])
+  assert out['num_boxes_cropped_out'] == 1
+  assert out['num_boxes_dropped'] == 0
+  # The box is still output in original coordinates; only the mask says
+  # it is not scored.
+  np.testing.assert_allclose(out['original_boxes'][0], [.1, 0., .5, .2],
+                             atol=1e-6)
+  # Without the centre crop the whole frame is kept: every box is valid.
+  out = _parse(record, num_frames=1, crop_size=4, max_boxes=3,
+               num_classes=80, is_training=False, center_crop=False)
+  np.testing.assert_array_equal(out['box_mask'], [1, 1, 0])
+  assert out['num_boxes_cropped_out'] == 0
+
+
+def test_use_detections_without_detection_fields_names_the_record():
+  # Converted without --detections: no detection field at all. Before, it
+  # decoded as zero detections and every key frame scored nothing (mAP 0).
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r'(?s)no detection fields.*vidA.*902.*'
+                           r'--detections'):
+    _parse(_record(with_dets=False), num_frames=1, crop_size=8,
+           max_boxes=2, num_classes=80, is_training=False,
+           use_detections=True)
+  # Converted with detections but none on this key frame: no error, no box.
+  out = _parse(_record(with_dets='empty'), num_frames=1, crop_size=8,
+               max_boxes=2, num_classes=80, is_training=False,
+               use_detections=True)
+  np.testing.assert_array_equal(out['box_mask'], [0, 0])
+  # Ground-truth evaluation does not need the detection fields.
+  out = _parse(_record(with_dets=False), num_frames=1, crop_size=8,
+               max_boxes=2, num_classes=80, is_training=False)
+  np.testing.assert_array_equal(out['box_mask'], [1, 1])
+
+
+def test_use_detections_check_runs_in_tf_data():
+  parser = ava_parser.Parser(num_frames=1, crop_size=8, max_boxes=2,
+                             num_classes=80, is_training=False,
+                             use_detections=True)
+  ds = tf.data.Dataset.from_tensor_slices(
+      [_record(), _record(with_dets=False)])
+  ds = ds.map(ava_parser.Decoder().decode).map(parser.parse_fn(False))
+  it = iter(ds)
+  assert next(it)['box_mask'].numpy().sum() == 2
+  with pytest.raises(tf.errors.InvalidArgumentError, match='vidA'):
+    next(it)
+
+
+def _corrupt_frame(seq):
+  frames = seq.feature_lists.feature_list['image/encoded'].feature
+  frames[1].bytes_list.value[0] = b'notajpeg'
+
+
+def _truncate_frame(seq):
+  frames = seq.feature_lists.feature_list['image/encoded'].feature
+  frames[2].bytes_list.value[0] = frames[2].bytes_list.value[0][:40]
+
+
+def _no_frames(seq):
+  del seq.feature_lists.feature_list['image/encoded'].feature[:]
+
+
+def _one_label_count(seq):
+  count = seq.context.feature[ava_converter.LABEL_COUNT_KEY]
+  count.int64_list.value[:] = [3]
+
+
+@pytest.mark.parametrize('mutate, message', [
+    (_corrupt_frame, 'not a complete JPEG'),
+    (_truncate_frame, 'not a complete JPEG'),
+    (_no_frames, 'no frames'),
+    (_one_label_count, 'one entry per box'),
+])
+def test_bad_records_fail_naming_the_record(mutate, message):
+  parser = ava_parser.Parser(num_frames=4, crop_size=8, max_boxes=2,
+                             num_classes=80, is_training=False)
+  ds = tf.data.Dataset.from_tensors(_record(mutate=mutate))
+  ds = ds.map(ava_parser.Decoder().decode).map(parser.parse_fn(False))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=rf'(?s){message}.*vidA.*902'):
+    next(iter(ds))
 
 
 def test_training_flip_moves_pixels_and_boxes_together():
@@ -162,7 +280,7 @@ def test_detection_boxes_for_evaluation():
 def test_action_id_above_num_classes_is_a_clear_error():
   decoded = ava_parser.Decoder().decode(tf.constant(_record()))
   with pytest.raises(tf.errors.InvalidArgumentError,
-                     match='above num_classes'):
+                     match=r'(?s)above num_classes.*vidA.*902'):
     ava_parser.Parser(1, 8, 2, 60, is_training=False)(decoded)
 
 
