@@ -48,6 +48,9 @@ from tasks.evaluation import ava as ava_eval
 # Per-box tensors returned by `validation_step` and gathered on the host.
 EVAL_OUTPUT_KEYS = ('scores', 'original_boxes', 'box_mask', 'video_id',
                     'timestamp')
+# Per-clip counts of boxes the parser could not score (dataloaders/
+# ava_parser.py): summed over the evaluation and reported when non-zero.
+EVAL_COUNT_KEYS = ('num_boxes_dropped', 'num_boxes_cropped_out')
 # Bump when the toy AVA layout or conversion changes, to rebuild caches.
 # 2: the validation records include detection-only key frames (mAP(Det)
 # counts their detections as false positives).
@@ -370,7 +373,8 @@ class ActionLocalizationTask(base_task.Task):
 
   def validation_step(self, inputs, model: tf_keras.Model, metrics=None):
     outputs = model(inputs, training=False)
-    logs = {k: inputs[k] for k in EVAL_OUTPUT_KEYS if k in inputs}
+    logs = {k: inputs[k] for k in EVAL_OUTPUT_KEYS + EVAL_COUNT_KEYS
+            if k in inputs}
     logs['scores'] = outputs['scores']
     self._update(metrics,
                  {'num_valid_boxes': tf.reduce_sum(inputs['box_mask'])})
@@ -391,8 +395,9 @@ class ActionLocalizationTask(base_task.Task):
     """Gathers the per-box outputs of every validation step (host side)."""
     if state is None:
       state = {k: [] for k in EVAL_OUTPUT_KEYS}
-    for key in EVAL_OUTPUT_KEYS:
-      state[key].append(_host_concat(step_outputs[key]))
+    for key in EVAL_OUTPUT_KEYS + EVAL_COUNT_KEYS:
+      if key in step_outputs:
+        state.setdefault(key, []).append(_host_concat(step_outputs[key]))
     return state
 
   def _evaluation_files(self) -> Dict[str, str]:
@@ -436,6 +441,20 @@ class ActionLocalizationTask(base_task.Task):
         action_ids=sorted(labelmap) if labelmap else None)
     results = {'num_detection_rows': float(len(rows)),
                'num_evaluated_key_frames': float(len(logs['video_id']))}
+    for key in EVAL_COUNT_KEYS:
+      if key in logs:
+        results[key] = float(np.sum(logs[key]))
+    if results.get('num_boxes_dropped'):
+      logging.warning(
+          '%d boxes beyond task.validation_data.max_boxes (%d) were not '
+          'scored: their ground truth counts as missed (raise max_boxes)',
+          results['num_boxes_dropped'],
+          self.task_config.validation_data.max_boxes)
+    if results.get('num_boxes_cropped_out'):
+      logging.warning(
+          '%d boxes lie outside the centre crop and were not scored: their '
+          'ground truth counts as missed (task.validation_data.center_crop='
+          'false resizes the whole frame)', results['num_boxes_cropped_out'])
     if self.logging_dir:
       tf.io.gfile.makedirs(self.logging_dir)
       path = os.path.join(self.logging_dir,

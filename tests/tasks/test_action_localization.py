@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import re
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -176,6 +177,29 @@ def test_aggregate_and_reduce_write_the_csv_and_compute_map(tmp_path):
   with open(tmp_path / 'model' / 'ava_eval_results.json') as f:
     saved = json.load(f)
   assert saved['global_step'] == 7 and saved['mAP'] == pytest.approx(0.75)
+
+
+def test_unscored_box_counts_are_summed_and_reported(tmp_path):
+  """The parser's per-clip counts reach the results, with a warning."""
+  config = exp_factory.get_exp_config('const_cl_ava_v22').task
+  task = action_localization.ActionLocalizationTask(
+      config, logging_dir=str(tmp_path / 'model'))
+  step = {'video_id': tf.constant(['v1', 'v2']),
+          'timestamp': tf.constant([902.0, 903.0]),
+          'original_boxes': tf.zeros([2, 1, 4]),
+          'box_mask': tf.zeros([2, 1]), 'scores': tf.zeros([2, 1, 80]),
+          'num_boxes_dropped': tf.constant([3, 0]),
+          'num_boxes_cropped_out': tf.constant([0, 2])}
+  state = task.aggregate_logs(None, step)
+  state = task.aggregate_logs(state, {
+      k: (v[:1], v[1:]) for k, v in step.items()})  # two replicas
+  with mock.patch.object(action_localization.logging, 'warning') as warn:
+    result = task.reduce_aggregated_logs(state, tf.constant(1))
+  assert result['num_boxes_dropped'] == 6.0
+  assert result['num_boxes_cropped_out'] == 4.0
+  messages = ' '.join(c.args[0] % c.args[1:] for c in warn.call_args_list)
+  assert '6 boxes beyond task.validation_data.max_boxes (32)' in messages
+  assert '4 boxes lie outside the centre crop' in messages
 
 
 def test_missing_input_path_is_a_clear_error():
