@@ -66,8 +66,12 @@ class DataConfig(cfg.DataConfig):
   detection_score_threshold: float = 0.8  # in [0, 1]
   train_crop_scale: Tuple[float, float] = (0.8, 1.0)  # 0 < lo <= hi <= 1
   random_flip: bool = True
-  # Evaluation: True keeps the centred square (loses the sides of 16:9
-  # movies), False resizes the whole frame.
+  # Evaluation: True keeps the centred window of the output aspect (loses
+  # the sides of 16:9 movies), False resizes the whole frame to the output
+  # size. Training crops take the same aspect (the output's, or the
+  # frame's), so people are stretched alike in training and evaluation; a
+  # feature_shape of the frames' aspect (e.g. 224 x 400 for 16:9) keeps
+  # them undistorted.
   center_crop: bool = False
   shuffle_buffer_size: int = 1024
   cycle_length: Optional[int] = 8

@@ -174,8 +174,12 @@ class Parser(parser.Parser):
       detection_score_threshold: minimum detector score.
       is_training: training (random crop + flip + jitter) or evaluation
         (deterministic resize / center crop).
-      train_crop_scale: training crops are squares (or crop_size-shaped
-        windows) whose side is this fraction range of the largest window.
+      train_crop_scale: training crops are windows whose side is this
+        fraction range of the largest window of their aspect: the output's
+        with `center_crop` (evaluation then takes that aspect too), the
+        frame's without (evaluation resizes the whole frame to the output
+        size, so training stretches its crops the same way and people keep
+        the proportions the evaluation shows them with).
       random_flip: flip left-right at training, boxes included.
       center_crop: evaluation keeps the largest centred window of the output
         aspect; False resizes the whole frame (aspect not kept). Boxes with
@@ -310,12 +314,12 @@ class Parser(parser.Parser):
     return tf.reshape(boxes, [-1, 4]), scores, labels
 
   def _crop_window(self, height, width, training, seed=None):
-    """Integer crop window [y0, x0, h, w] of the output aspect ratio."""
+    """Integer crop window [y0, x0, h, w] (aspect: see `train_crop_scale`)."""
     out_h, out_w = self._crop_size
     h = tf.cast(height, tf.float32)
     w = tf.cast(width, tf.float32)
-    aspect = out_w / out_h
-    # Largest window of the output aspect that fits the frame.
+    aspect = out_w / out_h if self._center_crop else w / h
+    # Largest window of that aspect that fits the frame.
     win_h = tf.minimum(h, w / aspect)
     win_w = win_h * aspect
     if training:

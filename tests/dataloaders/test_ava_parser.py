@@ -247,6 +247,30 @@ def test_training_crop_keeps_boxes_on_pixels():
     assert outside.max() < 0.15
 
 
+@pytest.mark.parametrize('center_crop', [False, True])
+def test_training_crops_take_the_aspect_evaluation_shows(center_crop):
+  # A 16:9 frame (18 x 32) and a square output. Without the centre crop
+  # evaluation squeezes the whole frame into the square, so training crops
+  # have the frame's aspect (at scale 1: the whole frame, boxes unchanged);
+  # with it evaluation takes a centred 18 x 18 square, and training crops
+  # are squares too.
+  parser = ava_parser.Parser(num_frames=2, crop_size=8, max_boxes=2,
+                             num_classes=80, is_training=True,
+                             train_crop_scale=(1, 1), random_flip=False,
+                             center_crop=center_crop)
+  for seed in range(3):
+    window = parser._crop_window(18, 32, True, tf.constant([seed, 7]))
+    _, _, win_h, win_w = window.numpy()
+    assert (win_h, win_w) == ((18, 18) if center_crop else (18, 32))
+  if not center_crop:
+    out = _parse(_record(height=18, width=32), num_frames=2, crop_size=8,
+                 max_boxes=2, num_classes=80, is_training=True,
+                 train_crop_scale=(1, 1), random_flip=False,
+                 center_crop=False, seed=0)
+    np.testing.assert_allclose(out['boxes'], out['original_boxes'],
+                               atol=1e-6)
+
+
 def test_box_jitter_is_bounded():
   decoded = ava_parser.Decoder().decode(tf.constant(_record(16, 16)))
   parser = ava_parser.Parser(num_frames=1, crop_size=16, max_boxes=2,
