@@ -54,13 +54,49 @@ def select_region_frames(frames_a: tf.Tensor, frames_b: tf.Tensor,
   return flat // num_frames, flat % num_frames
 
 
+def context_spacing(num_frames: int, context_length: int) -> int:
+  """Frames between neighbouring frames of `context_frame_indices`.
+
+  `max(1, T // L)`, reduced until the L frames fit in the T feature frames.
+
+  Raises:
+    ValueError: unless 1 <= context_length <= num_frames.
+  """
+  if not 1 <= context_length <= num_frames:
+    raise ValueError(f'context_length ({context_length}) must be in '
+                     f'[1, {num_frames}] (the number of feature frames)')
+  spacing = max(1, num_frames // context_length)
+  while (context_length - 1) * spacing > num_frames - 1:
+    spacing -= 1
+  return spacing
+
+
+def max_context_offset(num_frames: int, context_length: int) -> int:
+  """Bound on |context frame - region frame| over every region frame.
+
+  The range [start, start + span] of the window `context_frame_indices`
+  returns always contains its region frame t: it starts at
+  t - (L // 2) * spacing, moved right only when that is below 0 (so to at
+  most t) and left only when its end would pass T - 1 (so to an end at
+  T - 1 >= t). Every offset is thus within span = (L - 1) * spacing: up to
+  L - 1 frames for a window shifted to the clip's start, twice the centred
+  window's (L // 2) * spacing. (With spacing > 1 the region frame itself
+  can fall between two context frames: T=8, L=3, t=1 gives [0, 2, 4].)
+  A table of temporal position encodings must cover this range when the
+  region frame is not always the centre one.
+  """
+  return (context_length - 1) * context_spacing(num_frames, context_length)
+
+
 def context_frame_indices(center: tf.Tensor, num_frames: int,
                           context_length: int) -> tf.Tensor:
   """`context_length` frames uniformly spaced around `center`.
 
-  Spacing is `max(1, num_frames // context_length)`; the window is shifted
-  (not clipped) to stay inside [0, num_frames), so it always holds
-  `context_length` distinct frames.
+  Spacing is `context_spacing(num_frames, context_length)`; the window is
+  shifted (not clipped) to stay inside [0, num_frames), so it always holds
+  `context_length` distinct frames. Shifted, the region frame `center` is
+  not the window's middle frame: position encodings must use the offsets
+  `frames - center`, not the position in the window.
 
   Args:
     center: int32 [B] centre feature frame (the target view's region frame).
@@ -70,14 +106,8 @@ def context_frame_indices(center: tf.Tensor, num_frames: int,
   Returns:
     int32 [B, L] frame indices.
   """
-  if not 1 <= context_length <= num_frames:
-    raise ValueError(f'context_length ({context_length}) must be in '
-                     f'[1, {num_frames}] (the number of feature frames)')
-  spacing = max(1, num_frames // context_length)
+  spacing = context_spacing(num_frames, context_length)
   span = (context_length - 1) * spacing
-  while span > num_frames - 1:
-    spacing -= 1
-    span = (context_length - 1) * spacing
   start = tf.clip_by_value(center - (context_length // 2) * spacing, 0,
                            num_frames - 1 - span)
   return start[:, None] + tf.range(context_length, dtype=tf.int32)[None] * (

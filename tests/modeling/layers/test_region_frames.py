@@ -85,3 +85,15 @@ def test_context_frames(center, frames, length, expected):
 def test_context_longer_than_the_clip_is_an_error():
   with pytest.raises(ValueError, match=r'context_length \(5\)'):
     region_frames.context_frame_indices(tf.constant([1]), 4, 5)
+
+
+@pytest.mark.parametrize('frames,length,spacing,bound', [
+    (8, 5, 1, 4),  # main setting: region frame 0 -> offsets 0..4
+    (8, 3, 2, 4),
+    (8, 1, 8, 0),
+    (4, 3, 1, 2),
+    (16, 5, 3, 12),
+])
+def test_context_spacing_and_offset_bound(frames, length, spacing, bound):
+  assert region_frames.context_spacing(frames, length) == spacing
+  assert region_frames.max_context_offset(frames, length) == bound
