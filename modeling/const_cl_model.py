@@ -156,12 +156,18 @@ class ConstCLModel(tf_keras.Model):
                                                 self._context_length)
     ctx_b = region_frames.context_frame_indices(t_b, num_feature_frames,
                                                 self._context_length)
+    self._check_time_table(num_feature_frames)
     context_a = tf.gather(feat_a, ctx_a, batch_dims=1)
     context_b = tf.gather(feat_b, ctx_b, batch_dims=1)
+    # The context is encoded by its offsets from the region frame, not by
+    # its position in the window: near a clip end the window is shifted and
+    # the region frame is not its centre frame.
     pred_a2b, attention_a2b = self._local_head(
-        regions_a, boxes_a, context_b, training=training)
+        regions_a, boxes_a, context_b, context_offsets=ctx_b - t_b[:, None],
+        training=training)
     pred_b2a, attention_b2a = self._local_head(
-        regions_b, boxes_b, context_a, training=training)
+        regions_b, boxes_b, context_a, context_offsets=ctx_a - t_a[:, None],
+        training=training)
     outputs.update({'pred_a2b': pred_a2b, 'pred_b2a': pred_b2a,
                     'context_frames_a': ctx_a, 'context_frames_b': ctx_b})
     if return_attention:
@@ -169,12 +175,38 @@ class ConstCLModel(tf_keras.Model):
       outputs['attention_b2a'] = attention_b2a
     return outputs
 
+  def _check_time_table(self, num_feature_frames: int):
+    """Fails unless the head encodes every context offset that can occur.
+
+    A missing offset would read past the time table, which tf.gather
+    rejects on CPU but XLA clamps silently to the last row.
+    """
+    encoding = self._local_head.position_encoding
+    spacing = region_frames.context_spacing(num_feature_frames,
+                                            self._context_length)
+    needed = None if self._region_frame == 'center' else (
+        region_frames.max_context_offset(num_feature_frames,
+                                         self._context_length))
+    if encoding.time_spacing != spacing or (
+        needed is not None and (encoding.max_time_offset or 0) < needed):
+      raise ValueError(
+          f'the local head encodes context offsets at spacing '
+          f'{encoding.time_spacing} up to {encoding.max_time_offset}, but '
+          f'region_frame={self._region_frame!r} with {num_feature_frames} '
+          f'feature frames and context_length={self._context_length} needs '
+          f'spacing {spacing} up to {needed} (None: the centred window); '
+          'build the head with build_const_cl_model')
+
+
+def local_feature_key(loss_endpoints: str) -> str:
+  """The backbone endpoint the local loss reads (before c4p's pooling)."""
+  return '4' if loss_endpoints == 'c4p' else (
+      '5r' if loss_endpoints == 'y' else '5g')
+
 
 def local_feature_channels(backbone: tf_keras.Model,
                            loss_endpoints: str) -> int:
-  key = '4' if loss_endpoints == 'c4p' else (
-      '5r' if loss_endpoints == 'y' else '5g')
-  return int(backbone.output_specs[key][-1])
+  return int(backbone.output_specs[local_feature_key(loss_endpoints)][-1])
 
 
 @factory_3d.register_model_builder('const_cl')
@@ -204,11 +236,26 @@ def build_const_cl_model(
   channels = local_feature_channels(backbone, model_config.loss_endpoints)
   local_head = None
   if model_config.local_loss == 'const_cl':
+    key = local_feature_key(model_config.loss_endpoints)
+    num_frames = backbone.output_specs[key][1]
+    if num_frames is None:
+      raise ValueError('the ConST-CL head needs a static number of frames '
+                       f'(input_specs {input_specs.shape})')
+    # Only the random and nearest strategies can shift the context window
+    # (region frame near a clip end); the centre one keeps the head's time
+    # table, variables and outputs as they were.
+    max_offset = None
+    if model_config.region_frame != 'center':
+      max_offset = region_frames.max_context_offset(num_frames,
+                                                    lhead.context_length)
     local_head = const_cl_head.ConstCLHead(
         output_dim=channels, num_layers=lhead.num_layers,
         num_heads=lhead.num_heads, hidden_dim=lhead.hidden_dim,
         mlp_dim=lhead.mlp_dim, dropout_rate=lhead.dropout_rate,
-        kernel_regularizer=l2_regularizer, name='const_cl_head')
+        kernel_regularizer=l2_regularizer,
+        time_spacing=region_frames.context_spacing(num_frames,
+                                                   lhead.context_length),
+        max_time_offset=max_offset, name='const_cl_head')
   elif model_config.local_loss == 'region':
     local_head = global_head.RegionMLP(
         hidden_dim=lhead.region_mlp_dim, output_dim=channels,
