@@ -1,10 +1,11 @@
 """The ConST-CL model encodes its context by offsets from the region frame.
 
-Toy models at 8 feature frames and context 5, as in the main setting. With the `nearest` strategy on
-disjoint views the region frames are the facing ends, 7 (view a) and 0
-(view b), where the context window is shifted: [3..7] and [0..4]. The
-encoding must still give the region frame's own slice the offset-0 row; the
-`center` model must keep its variables and outputs as released.
+Toy models at 8 feature frames and context 5, as in the main setting. With
+the `nearest` strategy on disjoint views the region frames are the facing
+ends, 7 (view a) and 0 (view b), where the context window is shifted:
+[3..7] and [0..4]. The encoding must still give the region frame's own
+slice the offset-0 row; the `center` model must keep its variables and
+outputs as released.
 """
 import numpy as np
 import pytest
