@@ -22,39 +22,10 @@ def strategy(mirrored_strategy):
 
 
 def _run_both(strategy, loss_fn, arrays, w_init):
-  """Returns ((loss, grad) single replica, (loss, grad) mirrored, outputs)."""
-  w_single = tf.Variable(w_init)
-  with tf.GradientTape() as tape:
-    single = loss_fn(w_single, *[tf.constant(a) for a in arrays])
-  single_grad = tape.gradient(single['loss'], w_single)
-
-  with strategy.scope():
-    w_mirrored = tf.Variable(w_init)
-  local = arrays[0].shape[0] // NUM_REPLICAS
-
-  def value_fn(ctx):
-    r = ctx.replica_id_in_sync_group
-    return tuple(tf.constant(a[r * local:(r + 1) * local]) for a in arrays)
-
-  inputs = strategy.experimental_distribute_values_from_function(value_fn)
-
-  @tf.function
-  def step(inputs):
-    def replica_fn(*args):
-      with tf.GradientTape() as tape:
-        out = loss_fn(w_mirrored, *args)
-        scaled = out['loss'] / tf.distribute.get_replica_context(
-        ).num_replicas_in_sync
-      return out, tape.gradient(scaled, w_mirrored)
-
-    out, grad = strategy.run(replica_fn, args=inputs)
-    mean_out = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                for k, v in out.items()}
-    return mean_out, strategy.reduce(tf.distribute.ReduceOp.SUM, grad,
-                                     axis=None)
-
-  mirrored, mirrored_grad = step(inputs)
-  return single, single_grad, mirrored, mirrored_grad
+  """((loss, grad) single replica, (loss, grad) mirrored), even halves."""
+  half = arrays[0].shape[0] // NUM_REPLICAS
+  return _run_split(strategy, loss_fn, arrays, w_init,
+                    [half] * NUM_REPLICAS)
 
 
 def _assert_same(single, single_grad, mirrored, mirrored_grad):
