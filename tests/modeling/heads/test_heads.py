@@ -68,14 +68,16 @@ def test_roi_pool_of_a_linear_ramp_is_the_ramp_at_the_box_centre():
   # feature(y, x) = x: cell i spans [i, i + 1), its value i sits at i + 0.5.
   # Box x in [2, 6] samples its 4 bin centres 2.5, 3.5, 4.5, 5.5, i.e. cells
   # 2, 3, 4, 5 (mean 3.5); box x in [4, 8] cells 4-7 (mean 5.5); the full
-  # box the mean of all 8 cells (3.5); cell 0's box cell 0 alone.
+  # box the mean of all 8 cells (3.5). Cell 0's box samples feature index
+  # -0.375, -0.125, 0.125, 0.375: 0, 0 (left of cell 0's centre, its
+  # value), 0.125, 0.375 (mean 0.125).
   h = w = 8
   xs = np.tile(np.arange(w, dtype=np.float32)[None, :, None], (h, 1, 1))
   feat = tf.constant(xs[None])  # [1, 8, 8, 1]
   boxes = tf.constant([[[0.25, 0.25, 0.75, 0.75], [0.0, 0.5, 1.0, 1.0],
                         [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.125, 0.125]]])
   vec = roi.roi_pool_vectors(feat, boxes, crop_size=4).numpy()
-  np.testing.assert_allclose(vec[0, :, 0], [3.5, 5.5, 3.5, 0.0], atol=1e-5)
+  np.testing.assert_allclose(vec[0, :, 0], [3.5, 5.5, 3.5, 0.125], atol=1e-5)
 
 
 def test_roi_pool_is_flip_equivariant():
@@ -83,12 +85,29 @@ def test_roi_pool_is_flip_equivariant():
   # features (the pretraining's region correspondence across flipped views).
   rng = np.random.default_rng(0)
   feat = rng.normal(size=(1, 7, 7, 16)).astype(np.float32)
-  box = np.array([[[0.2, 0.1, 0.6, 0.45], [0.0, 0.0, 1.0, 1.0]]], np.float32)
+  # Boxes inside, whole, and thin at the left and top edges (samples in the
+  # outer half cell take the edge cell's value, as at the right edge).
+  box = np.array([[[0.2, 0.1, 0.6, 0.45], [0.0, 0.0, 1.0, 1.0],
+                   [0.0, 0.0, 1.0, 0.1], [0.0, 0.3, 0.1, 0.9]]], np.float32)
   mirrored = box[..., [0, 3, 2, 1]] * [1, -1, 1, -1] + [0, 1, 0, 1]
   vec = roi.roi_pool_vectors(tf.constant(feat), tf.constant(box))
   vec_flipped = roi.roi_pool_vectors(tf.constant(feat[:, :, ::-1]),
                                      tf.constant(mirrored, tf.float32))
   np.testing.assert_allclose(vec_flipped.numpy(), vec.numpy(), atol=1e-5)
+
+
+def test_roi_pool_samples_at_the_edges_take_the_edge_cell():
+  # feature(y, x) = x on 7 columns: a thin box at the left edge reads
+  # column 0 (value 0) for its samples left of column 0's centre, never
+  # less; at the right edge, column 6.
+  xs = np.tile(np.arange(7, dtype=np.float32)[None, :, None], (7, 1, 1))
+  boxes = tf.constant([[[0.0, 0.0, 1.0, 0.1], [0.0, 0.9, 1.0, 1.0]]])
+  crops = roi.roi_align_frame(tf.constant(xs[None]), boxes, crop_size=4)
+  left, right = crops.numpy()[0, 0, 0, :, 0], crops.numpy()[0, 1, 0, :, 0]
+  # Box x in [0, 0.7]: samples at 0.0875 + 0.175 i, i.e. feature index
+  # -0.4125 ... 0.1125: clamped to 0 below index 0.
+  np.testing.assert_allclose(left, [0.0, 0.0, 0.0, 0.1125], atol=1e-5)
+  np.testing.assert_allclose(right, 6.0 - left[::-1], atol=1e-5)
 
 
 def test_roi_pool_compiles_with_xla():
