@@ -77,7 +77,10 @@ def _jpeg_markers_ok(encoded: tf.Tensor) -> tf.Tensor:
   converter's frames (cv2.imencode) always end with EOI.
   """
   head = tf.strings.substr(encoded, 0, 3)
-  tail = tf.strings.substr(encoded, -2, 2)
+  # substr with pos -2 raises on a string shorter than 2 bytes, before the
+  # assert that names the record could run.
+  start = tf.maximum(tf.strings.length(encoded) - 2, 0)
+  tail = tf.strings.substr(encoded, start, tf.fill(tf.shape(start), 2))
   return (tf.equal(head, b'\xff\xd8\xff') & tf.equal(tail, b'\xff\xd9') &
           (tf.strings.length(encoded) > 4))
 

@@ -444,17 +444,21 @@ class ActionLocalizationTask(base_task.Task):
     for key in EVAL_COUNT_KEYS:
       if key in logs:
         results[key] = float(np.sum(logs[key]))
+    # Ground-truth boxes left unscored are misses; detector boxes (mAP(Det))
+    # are the lowest-scored ones past max_boxes, or ones outside the crop.
+    cost = ('detections not scored (mAP(Det) loses their true positives)'
+            if self.task_config.validation_data.use_detections else
+            'ground-truth boxes not scored: each counts as missed')
     if results.get('num_boxes_dropped'):
       logging.warning(
-          '%d boxes beyond task.validation_data.max_boxes (%d) were not '
-          'scored: their ground truth counts as missed (raise max_boxes)',
-          results['num_boxes_dropped'],
+          '%d %s: beyond task.validation_data.max_boxes (%d); raise it',
+          results['num_boxes_dropped'], cost,
           self.task_config.validation_data.max_boxes)
     if results.get('num_boxes_cropped_out'):
       logging.warning(
-          '%d boxes lie outside the centre crop and were not scored: their '
-          'ground truth counts as missed (task.validation_data.center_crop='
-          'false resizes the whole frame)', results['num_boxes_cropped_out'])
+          '%d %s: outside the centre crop (task.validation_data.center_crop='
+          'false resizes the whole frame)', results['num_boxes_cropped_out'],
+          cost)
     if self.logging_dir:
       tf.io.gfile.makedirs(self.logging_dir)
       path = os.path.join(self.logging_dir,

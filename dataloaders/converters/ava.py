@@ -121,13 +121,16 @@ def group_key_frames(rows: Sequence[ava_io.AvaRow],
   Rows of one (video, timestamp, person_id) are one box with several labels;
   when the CSV has no person id, rows with the same coordinates are merged.
 
-  Detections on a non-excluded key frame that has no annotation are, with
-  `detection_only_key_frames`, a key frame of their own with no ground-truth
-  box (empty boxes and labels): the official AVA evaluator keeps every
-  non-excluded detection frame, so its detections are false positives of
-  mAP(Det), and leaving the frame out would inflate it. Without the option
-  (training data, where they carry nothing to learn) their rows are dropped
-  and counted as `detection_rows_without_annotated_key_frame`.
+  Detections on a non-excluded key frame that has no annotation, of a video
+  that has annotations, are, with `detection_only_key_frames`, a key frame
+  of their own with no ground-truth box (empty boxes and labels): the
+  official AVA evaluator keeps every non-excluded detection frame, so its
+  detections are false positives of mAP(Det), and leaving the frame out
+  would inflate it. Without the option (training data, where they carry
+  nothing to learn) their rows are dropped and counted as
+  `detection_rows_without_annotated_key_frame`. Rows of videos without any
+  annotation (a detections CSV covering more videos than the annotations)
+  are dropped and counted as `detection_rows_of_unannotated_videos`.
 
   Returns:
     ({video_id: [KeyFrame sorted by time]}, counts of what was dropped).
@@ -150,10 +153,17 @@ def group_key_frames(rows: Sequence[ava_io.AvaRow],
     else:
       dropped['duplicate_annotation_rows'] += 1
   dets = collections.defaultdict(list)
+  annotated_videos = {row.video_id for row in rows}
   for row in detections or ():
     if row.key in excluded:
       dropped['detection_rows_in_excluded_frames'] += 1
-    elif row.key not in frames and not detection_only_key_frames:
+    elif row.key in frames:
+      dets[row.key].append(row)
+    elif row.video_id not in annotated_videos:
+      # A detections CSV may cover more videos than the annotations (a
+      # mini-val subset): those videos are not part of the evaluation.
+      dropped['detection_rows_of_unannotated_videos'] += 1
+    elif not detection_only_key_frames:
       dropped['detection_rows_without_annotated_key_frame'] += 1
     else:
       dets[row.key].append(row)

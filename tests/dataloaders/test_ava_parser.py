@@ -174,6 +174,12 @@ def _truncate_frame(seq):
   frames[2].bytes_list.value[0] = frames[2].bytes_list.value[0][:40]
 
 
+def _empty_frame(seq):
+  # Shorter than the 2-byte end marker the check reads.
+  frames = seq.feature_lists.feature_list['image/encoded'].feature
+  frames[0].bytes_list.value[0] = b'x'
+
+
 def _no_frames(seq):
   del seq.feature_lists.feature_list['image/encoded'].feature[:]
 
@@ -186,6 +192,7 @@ def _one_label_count(seq):
 @pytest.mark.parametrize('mutate, message', [
     (_corrupt_frame, 'not a complete JPEG'),
     (_truncate_frame, 'not a complete JPEG'),
+    (_empty_frame, 'not a complete JPEG'),
     (_no_frames, 'no frames'),
     (_one_label_count, 'one entry per box'),
 ])

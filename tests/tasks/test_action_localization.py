@@ -198,8 +198,10 @@ def test_unscored_box_counts_are_summed_and_reported(tmp_path):
   assert result['num_boxes_dropped'] == 6.0
   assert result['num_boxes_cropped_out'] == 4.0
   messages = ' '.join(c.args[0] % c.args[1:] for c in warn.call_args_list)
-  assert '6 boxes beyond task.validation_data.max_boxes (32)' in messages
-  assert '4 boxes lie outside the centre crop' in messages
+  assert ('6 ground-truth boxes not scored: each counts as missed: beyond '
+          'task.validation_data.max_boxes (32)') in messages
+  assert ('4 ground-truth boxes not scored: each counts as missed: outside '
+          'the centre crop') in messages
 
 
 def test_missing_input_path_is_a_clear_error():

@@ -268,9 +268,11 @@ def test_detection_only_key_frame_is_written_and_parses(ava_set):
   # positives: such a frame needs a record for the model to score it.
   from dataloaders import ava_parser  # pylint: disable=g-import-not-at-top
   (ava_set / 'gt.csv').write_text('vidA,1,0.1,0.1,0.5,0.5,1,0\n')
+  # vidZ has no annotation at all: not part of this evaluation.
   (ava_set / 'd.csv').write_text('vidA,1,0.1,0.1,0.5,0.5,,0.95\n'
                                  'vidA,2,0.5,0.5,0.9,0.9,,0.99\n'
-                                 'vidA,3,0.5,0.5,0.9,0.9,,0.99\n')
+                                 'vidA,3,0.5,0.5,0.9,0.9,,0.99\n'
+                                 'vidZ,2,0.5,0.5,0.9,0.9,,0.99\n')
   (ava_set / 'x.csv').write_text('vidA,3\n')
   opts = ava.ClipOptions(num_frames=2, stride=1, fps=10, short_side=0)
   def run(out, **kwargs):
@@ -282,7 +284,10 @@ def test_detection_only_key_frame_is_written_and_parses(ava_set):
   summary = run('out')
   assert summary['key_frames_written'] == 2
   assert summary['detection_only_key_frames'] == 1
-  assert summary['dropped_rows'] == {'detection_rows_in_excluded_frames': 1}
+  assert summary['dropped_rows'] == {
+      'detection_rows_in_excluded_frames': 1,
+      'detection_rows_of_unannotated_videos': 1}
+  assert summary['missing_videos'] == {}  # vidZ is not looked for
   assert ('1 of them have detections but no annotation'
           in ava.format_summary(summary))
   pattern = str(ava_set / 'out' / 'ava-*.tfrecord')
@@ -310,6 +315,7 @@ def test_detection_only_key_frame_is_written_and_parses(ava_set):
   assert summary['detection_only_key_frames'] == 0
   assert summary['dropped_rows'] == {
       'detection_rows_in_excluded_frames': 1,
+      'detection_rows_of_unannotated_videos': 1,
       'detection_rows_without_annotated_key_frame': 1}
 
 
