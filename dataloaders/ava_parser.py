@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import tensorflow as tf
 
 from dataloaders import example_seeds
+from dataloaders import video_records
 from dataloaders.converters import ava as ava_converter
 from official.vision.dataloaders import decoder
 from official.vision.dataloaders import parser
@@ -69,22 +70,6 @@ def _has_context_key(serialized_example: tf.Tensor, key: str) -> tf.Tensor:
   return tf.reduce_any(tf.equal(keys, key))
 
 
-def _jpeg_markers_ok(encoded: tf.Tensor) -> tf.Tensor:
-  """Per frame: starts with the JPEG SOI marker and ends with EOI.
-
-  A cheap in-graph test that catches garbage and truncated frames before
-  `decode_jpeg` fails with a message that cannot name the record. The
-  converter's frames (cv2.imencode) always end with EOI.
-  """
-  head = tf.strings.substr(encoded, 0, 3)
-  # substr with pos -2 raises on a string shorter than 2 bytes, before the
-  # assert that names the record could run.
-  start = tf.maximum(tf.strings.length(encoded) - 2, 0)
-  tail = tf.strings.substr(encoded, start, tf.fill(tf.shape(start), 2))
-  return (tf.equal(head, b'\xff\xd8\xff') & tf.equal(tail, b'\xff\xd9') &
-          (tf.strings.length(encoded) > 4))
-
-
 def _record_name(decoded: Dict[str, tf.Tensor]) -> List[Any]:
   """Assert data naming the record: its video id and key-frame timestamp."""
   return ['video_id:', decoded['video_id'], 'timestamp:',
@@ -92,9 +77,16 @@ def _record_name(decoded: Dict[str, tf.Tensor]) -> List[Any]:
 
 
 class Decoder(decoder.Decoder):
-  """Parses a serialized key-frame SequenceExample into dense tensors."""
+  """Parses a serialized key-frame SequenceExample into dense tensors.
 
-  def __init__(self):
+  `check_detection_fields`: also output `has_detections` (whether the
+  record carries the detection fields at all), which the parser asserts
+  with `use_detections`. It walks the serialized proto once more, so input
+  pipelines that do not read detections (training) turn it off.
+  """
+
+  def __init__(self, check_detection_fields: bool = True):
+    self._check_detection_fields = check_detection_fields
     floats = tf.io.VarLenFeature(tf.float32)
     ints = tf.io.VarLenFeature(tf.int64)
     self._context = {
@@ -120,7 +112,7 @@ class Decoder(decoder.Decoder):
     def _boxes(keys):
       return tf.stack([dense(k) for k in keys], axis=-1)
 
-    return {
+    decoded = {
         'frames': seq[_IMAGE_KEY],
         'video_id': ctx[_VIDEO_ID_KEY],
         'timestamp': ctx[ava_converter.KEY_FRAME_TIMESTAMP_KEY],
@@ -130,9 +122,11 @@ class Decoder(decoder.Decoder):
         'label_count': dense(ava_converter.LABEL_COUNT_KEY),
         'detection_boxes': _boxes(ava_converter.DETECTION_BOX_KEYS),
         'detection_scores': dense(ava_converter.DETECTION_SCORE_KEY),
-        'has_detections': _has_context_key(
-            serialized_example, ava_converter.DETECTION_SCORE_KEY),
     }
+    if self._check_detection_fields:
+      decoded['has_detections'] = _has_context_key(
+          serialized_example, ava_converter.DETECTION_SCORE_KEY)
+    return decoded
 
 
 def _pad_to(x: tf.Tensor, n: int) -> tf.Tensor:
@@ -243,7 +237,7 @@ class Parser(parser.Parser):
     encoded = tf.gather(encoded, idx)
     # decode_jpeg's own error ("Unknown image file format") does not say
     # which record is bad: check the frames it will decode first.
-    ok = _jpeg_markers_ok(encoded)
+    ok = video_records.jpeg_markers_ok(encoded)
     is_jpeg = tf.debugging.Assert(
         tf.reduce_all(ok),
         ['AVA record has a frame that is not a complete JPEG:'] +

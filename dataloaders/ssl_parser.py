@@ -107,18 +107,6 @@ def sample_two_clip_starts(seed: tf.Tensor, num_source_frames: tf.Tensor,
   return tf.cast(starts, tf.int32)
 
 
-def _jpeg_markers_ok(encoded: tf.Tensor) -> tf.Tensor:
-  """Per frame: starts with the JPEG SOI marker and ends with EOI.
-
-  A cheap in-graph test that catches garbage and truncated frames before the
-  decoder fails with a message that cannot name the record.
-  """
-  head = tf.strings.substr(encoded, 0, 3)
-  tail = tf.strings.substr(encoded, -2, 2)
-  return (tf.equal(head, b'\xff\xd8\xff') & tf.equal(tail, b'\xff\xd9') &
-          (tf.strings.length(encoded) > 4))
-
-
 class Parser:
   """Turns one decoded video into the two-view example (see module doc).
 
@@ -210,7 +198,7 @@ class Parser:
     problems = {
         'no frames': tf.equal(tf.size(encoded), 0),
         'a frame that is not a complete JPEG': tf.logical_not(
-            tf.reduce_all(_jpeg_markers_ok(encoded))),
+            tf.reduce_all(video_records.jpeg_markers_ok(encoded))),
     }
     if self.uses_stored_boxes:
       box_frames = tf.shape(decoded['boxes'])[0]

@@ -34,6 +34,23 @@ def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
   return tf.io.encode_jpeg(frame, quality=quality).numpy()
 
 
+def jpeg_markers_ok(encoded: tf.Tensor) -> tf.Tensor:
+  """Per frame: starts with the JPEG SOI marker and ends with EOI.
+
+  A cheap in-graph test that catches garbage and truncated frames before
+  `decode_jpeg` fails with a message that cannot name the record (the
+  parsers assert it with the record's name). `encode_jpeg`'s frames always
+  end with EOI.
+  """
+  head = tf.strings.substr(encoded, 0, 3)
+  # substr with pos -2 raises on a string shorter than 2 bytes, before the
+  # assert that names the record could run.
+  start = tf.maximum(tf.strings.length(encoded) - 2, 0)
+  tail = tf.strings.substr(encoded, start, tf.fill(tf.shape(start), 2))
+  return (tf.equal(head, b'\xff\xd8\xff') & tf.equal(tail, b'\xff\xd9') &
+          (tf.strings.length(encoded) > 4))
+
+
 def make_sequence_example(
     frames: Optional[np.ndarray] = None,
     *,
