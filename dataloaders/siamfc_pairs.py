@@ -167,8 +167,9 @@ class _PairTables:
       # GOT-10k keeps a box for frames whose target is absent or fully
       # occluded; as an exemplar or a search target such a frame shows
       # something else, so it is not sampled.
-      self.hidden += int(np.sum(ok & ~seq.visible()))
-      ok &= seq.visible()
+      shown = seq.visible()
+      self.hidden += int(np.sum(ok & ~shown))
+      ok &= shown
       if not ok.any():
         skipped += 1
         continue

@@ -313,7 +313,8 @@ class ActionLocalizationTask(base_task.Task):
     reader = input_reader.InputReader(
         params=params.replace(input_path=pattern),
         dataset_fn=tf.data.TFRecordDataset,
-        decoder_fn=ava_parser.Decoder().decode,
+        decoder_fn=ava_parser.Decoder(
+            check_detection_fields=params.use_detections).decode,
         sample_fn=example_seeds.attach_example_seeds(
             params.seed, params.is_training, input_context),
         parser_fn=parser.parse_fn(params.is_training),

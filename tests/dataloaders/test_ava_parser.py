@@ -343,3 +343,13 @@ def test_training_draws_come_from_the_example_seed():
   np.testing.assert_array_equal(parse([5, 9]), first)
   others = [parse([5, k]) for k in range(10, 14)]
   assert all(np.abs(o - first).max() > 1e-3 for o in others)
+
+
+def test_decoder_skips_the_detection_field_walk_when_not_asked():
+  """Training decoders leave out `has_detections` (one proto walk less)."""
+  record = tf.constant(_record(with_dets=False))
+  assert 'has_detections' not in ava_parser.Decoder(
+      check_detection_fields=False).decode(record)
+  assert not bool(ava_parser.Decoder().decode(record)['has_detections'])
+  assert bool(ava_parser.Decoder().decode(
+      tf.constant(_record(with_dets='empty')))['has_detections'])
